@@ -1,0 +1,152 @@
+"""create_app(settings): the one wiring hub (routes, error handlers, lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import traceback
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from litestar import Litestar, Response
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from guard import __version__
+from guard.detectors.registry import DetectorRegistry
+from guard.detectors.runner import DetectorRunner
+from guard.errors import (
+    BodyTooLarge,
+    ClientFacingError,
+    ollama_error_body,
+    openai_error_body,
+    status_of,
+)
+from guard.ingress import health, ollama, openai
+from guard.ingress.common import HTTPRequest
+from guard.ingress.passthrough import passthrough_routes
+from guard.pipeline.flow import Services
+from guard.policy.engine import AllowAll, PolicyEngine
+from guard.registry.cards import ModelRegistry
+from guard.settings import Settings, load_settings
+from guard.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+CONFIG_ENV = "GUARD_CONFIG_FILE"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: DetectorRegistry | None = None,
+    policy: PolicyEngine | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> Litestar:
+    """The guard ASGI app. Tests pass their own detector registry, policy engine or transports."""
+    registry = registry or DetectorRegistry.builtin()
+    detectors = registry.create(settings.detectors)  # fails the start, not the first request
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        upstreams = UpstreamPool(settings.upstreams, transports)
+        app.state.services = Services(
+            settings=settings,
+            models=ModelRegistry(settings.models),
+            upstreams=upstreams,
+            detectors=DetectorRunner(detectors, settings.scan.timeout),
+            policy=policy or AllowAll(),
+        )
+        app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        try:
+            yield
+        finally:
+            await asyncio.shield(upstreams.aclose())
+
+    return Litestar(
+        route_handlers=[
+            *openai.ROUTES,
+            *ollama.ROUTES,
+            *health.ROUTES,
+            *passthrough_routes(settings.passthrough),
+        ],
+        lifespan=[lifespan],
+        exception_handlers={
+            ClientFacingError: _guard_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,  # guard's command line configures logging, once per process
+        openapi_config=OpenAPIConfig(title="guard", version=__version__),
+    )
+
+
+def app_factory() -> Litestar:
+    """For ASGI servers started with an import string (each worker builds its own app)."""
+    path = os.environ.get(CONFIG_ENV)
+    settings = load_settings(Path(path) if path else None)
+    configure_logging(settings.server.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    """Plain lines on stderr; a no-op where logging is already set up (tests, a host app)."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _error_response(
+    request: HTTPRequest,
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+) -> Response[bytes]:
+    if request.url.path.startswith("/api/"):
+        body = ollama_error_body(message)
+    else:
+        body = openai_error_body(message, type_, code, param)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _guard_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, ClientFacingError)  # noqa: S101  # registered for this type only
+    return _error_response(
+        request, status_of(exc), exc.message, type_=exc.type, code=exc.code, param=exc.param
+    )
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def _http_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, HTTPException)  # noqa: S101  # registered for this type only
+    status = exc.status_code
+    if status == 413:
+        return _guard_error(
+            request,
+            BodyTooLarge(
+                f"The request body is over the limit of {request.app.request_max_body_size} bytes"
+            ),
+        )
+    type_ = "invalid_request_error" if status < 500 else "server_error"
+    message = exc.detail if status != 404 else f"No route for {request.method} {request.url.path}"
+    return _error_response(request, status, message, type_=type_, code=_HTTP_CODES.get(status))
+
+
+def _unexpected_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:
+    # Type and frames only: an exception's message may quote request content.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s on %s\n%s", type(exc).__name__, request.url.path, frames)
+    return _error_response(request, 500, "Internal error in guard", type_="server_error", code=None)

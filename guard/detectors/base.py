@@ -1,0 +1,50 @@
+"""The Detector contract: ``detect(texts, ctx) -> list[Finding]``."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from guard.registry.cards import ModelCard
+
+
+class Direction(enum.StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a detector found: an entity type or class, never the raw value."""
+
+    detector: str
+    label: str
+    score: float
+    text_index: int
+    span: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"score must lie in [0, 1], got {self.score}")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanContext:
+    """What a detector may know about the exchange besides the texts."""
+
+    direction: Direction
+    route: str
+    model: ModelCard
+    stream: bool
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Pure function of its input and its loaded model; CPU-heavy work runs off the loop."""
+
+    name: str
+    directions: frozenset[Direction]
+
+    async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]: ...

@@ -1,0 +1,64 @@
+"""Runs the detectors of one direction concurrently, each under a timeout.
+
+A detector that raises or times out is reported as failed, never as "nothing
+found": the policy engine decides what a failure means (fail closed by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from guard.detectors.base import Detector, Direction, Finding, ScanContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    findings: tuple[Finding, ...] = ()
+    failed: tuple[str, ...] = ()
+    scanned: bool = False
+
+
+NOTHING_SCANNED = ScanResult()
+
+
+class DetectorRunner:
+    def __init__(self, detectors: Sequence[Detector], timeout: float) -> None:
+        self._by_direction = {
+            d: tuple(det for det in detectors if d in det.directions) for d in Direction
+        }
+        self._timeout = timeout
+
+    def names(self) -> list[str]:
+        return sorted({det.name for dets in self._by_direction.values() for det in dets})
+
+    def active(self, direction: Direction) -> bool:
+        return bool(self._by_direction[direction])
+
+    async def scan(self, texts: Sequence[str], ctx: ScanContext) -> ScanResult:
+        detectors = self._by_direction[ctx.direction]
+        if not detectors or not texts:
+            return ScanResult(scanned=True)
+        outcomes = await asyncio.gather(
+            *(self._run_one(det, texts, ctx) for det in detectors), return_exceptions=True
+        )
+        findings: list[Finding] = []
+        failed: list[str] = []
+        for det, outcome in zip(detectors, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # Only the type: an exception message may quote the text it choked on.
+                log.warning("detector %s failed: %s", det.name, type(outcome).__name__)
+                failed.append(det.name)
+            else:
+                findings.extend(outcome)
+        return ScanResult(findings=tuple(findings), failed=tuple(failed), scanned=True)
+
+    async def _run_one(
+        self, detector: Detector, texts: Sequence[str], ctx: ScanContext
+    ) -> list[Finding]:
+        async with asyncio.timeout(self._timeout):
+            return await detector.detect(texts, ctx)

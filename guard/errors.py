@@ -1,0 +1,107 @@
+"""The exceptions guard raises on purpose, and the error bodies clients receive.
+
+    GuardError                      anything guard raises on purpose
+    ├── ConfigError                 settings (or later, policy files) invalid: stops the start
+    └── ClientFacingError           becomes an HTTP error response; carries status, type, code
+        ├── BadRequest              400  malformed JSON, wrong types, uninspectable input
+        ├── NotFound                404  a path guard does not serve
+        │   └── ModelNotFound       404  a model name that is not configured
+        ├── BodyTooLarge            413  request body over server.max_body_bytes
+        ├── PolicyBlocked           403  a policy decided to block; message comes from the policy
+        └── UpstreamError           502  the model server could not be used
+            ├── UpstreamUnavailable 502  connection refused or reset, protocol error
+            └── UpstreamTimeout     504  connect or read timeout
+
+An upstream that answers with its own 4xx/5xx is not an error here: its response
+is relayed with its status. Third-party exceptions are translated into this tree
+at the boundaries (httpx in ``guard.upstream.forward``, Litestar in ``guard.app``).
+Messages never contain request or response content: they may be logged.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+
+class GuardError(Exception):
+    """Base of every exception guard raises on purpose."""
+
+
+class ConfigError(GuardError):
+    """Invalid settings: names the file, the key and what is wrong."""
+
+
+class ClientFacingError(GuardError):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class BadRequest(ClientFacingError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class NotFound(ClientFacingError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class BodyTooLarge(ClientFacingError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class PolicyBlocked(ClientFacingError):
+    status = 403
+    type = "invalid_request_error"
+    code = "content_policy_violation"
+
+    def __init__(self, message: str, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.status_override = status
+
+
+class UpstreamError(ClientFacingError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+def status_of(exc: ClientFacingError) -> int:
+    if isinstance(exc, PolicyBlocked):
+        return exc.status_override
+    return exc.status
+
+
+def openai_error_body(message: str, type_: str, code: str | None, param: str | None) -> bytes:
+    """The OpenAI error envelope, as every /v1 route returns it."""
+    error = {"message": message, "type": type_, "param": param, "code": code}
+    return msgspec.json.encode({"error": error})
+
+
+def ollama_error_body(message: str) -> bytes:
+    """Ollama's error shape, as every /api route returns it."""
+    return msgspec.json.encode({"error": message})

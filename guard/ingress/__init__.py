@@ -1,0 +1,1 @@
+"""Thin Litestar routes: read the request, call the pipeline, write the response."""

@@ -1,0 +1,60 @@
+"""/healthz: the process is up. /readyz: every upstream answers, with details."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from litestar import get
+from litestar.response import Response
+
+from guard.errors import GuardError
+from guard.ingress.common import HTTPRequest, services_of
+from guard.upstream import Upstream, forward
+
+_PROBE_PATH = {"openai": "/v1/models", "ollama": "/api/version"}
+_PROBE_TIMEOUT_S = 2.0
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(request: HTTPRequest) -> Response[dict[str, object]]:
+    services = services_of(request)
+    upstreams = list(services.upstreams)
+    probes = await asyncio.gather(*(_probe(u) for u in upstreams))
+    ready = all(p["reachable"] for p in probes)
+    body: dict[str, object] = {
+        "status": "ready" if ready else "unavailable",
+        "upstreams": dict(zip((u.name for u in upstreams), probes, strict=True)),
+        "detectors": services.detectors.names(),
+    }
+    return Response(body, status_code=200 if ready else 503)
+
+
+async def _probe(upstream: Upstream) -> dict[str, object]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            reply = await forward(
+                upstream,
+                "GET",
+                _PROBE_PATH[upstream.kind],
+                list(upstream.credentials.items()),
+                None,
+            )
+            await reply.read()
+    except (GuardError, TimeoutError) as exc:
+        error = getattr(exc, "message", None) or f"no answer within {_PROBE_TIMEOUT_S} s"
+        return {"reachable": False, "error": error}
+    return {
+        "reachable": reply.status < 500,
+        "status": reply.status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+ROUTES = [healthz, readyz]

@@ -1,0 +1,1 @@
+"""The exchange pipeline: per-request state (context) and the order of phases (flow)."""

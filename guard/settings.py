@@ -1,0 +1,246 @@
+"""One validated settings model: embedded defaults, a YAML file, GUARD_* overrides.
+
+Precedence, highest first: ``GUARD_*`` environment variables (nested keys joined
+with ``__``, lists and maps as JSON), the YAML file, the embedded defaults below.
+Unknown keys are errors everywhere. ``load_settings`` turns every failure into one
+``ConfigError`` that names the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from guard.errors import ConfigError
+
+ENV_PREFIX = "GUARD_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+
+
+class Timeouts(Strict):
+    connect: Annotated[float, Field(gt=0)] = 5.0
+    read: Annotated[float, Field(gt=0)] = 600.0
+    write: Annotated[float, Field(gt=0)] = 60.0
+    pool: Annotated[float, Field(gt=0)] = 30.0
+
+
+class PoolLimits(Strict):
+    # At least the expected client concurrency: a smaller pool queues requests
+    # inside guard and latency collapses.
+    max_connections: Annotated[int, Field(ge=1)] = 512
+    keepalive_expiry: Annotated[float, Field(gt=0)] = 60.0
+
+
+class UpstreamSettings(Strict):
+    name: str
+    base_url: AnyHttpUrl
+    kind: Literal["openai", "ollama"] = "openai"
+    api_key_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the upstream's API key; sent as Bearer.",
+    )
+    headers_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Header name -> environment variable holding its value.",
+    )
+    timeouts: Timeouts = Timeouts()
+    pool: PoolLimits = PoolLimits()
+    transport: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp", description="HTTP client transport; aiohttp measured faster."
+    )
+
+    @model_validator(mode="after")
+    def _credentials_present(self) -> UpstreamSettings:
+        names = ([self.api_key_env] if self.api_key_env else []) + list(self.headers_env.values())
+        missing = [name for name in names if not os.environ.get(name)]
+        if missing:
+            raise ValueError(f"environment variable {missing[0]} is not set")
+        return self
+
+    @property
+    def root(self) -> str:
+        return str(self.base_url).rstrip("/")
+
+
+class Licence(Strict):
+    id: str = Field(description="SPDX id or the model's own licence name, e.g. llama3.1")
+    commercial_use: bool
+    attribution_required: bool = False
+    source_url: AnyHttpUrl | None = None
+    revision: str | None = None
+
+
+class ModelSettings(Strict):
+    name: str = Field(description="The name clients send in the `model` field.")
+    upstream: str
+    upstream_model: str | None = Field(
+        default=None, description="The name at the upstream; defaults to `name`."
+    )
+    licence: Licence
+
+
+class PassthroughRoute(Strict):
+    path: str
+    methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE"]] = ["GET"]
+    upstream: str
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value or "//" in value:
+            raise ValueError("must be an absolute path without '..' or '//'")
+        return value
+
+
+class ScanSettings(Strict):
+    timeout: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="Seconds a detector may take before it counts as failed."
+    )
+    stream_window_chars: Annotated[int, Field(ge=1)] = Field(
+        default=200,
+        description="On streams, scan at least every this many characters (and at sentence ends).",
+    )
+
+
+def _default_upstreams() -> list[UpstreamSettings]:
+    return [UpstreamSettings(name="local", base_url=AnyHttpUrl("http://127.0.0.1:8000"))]
+
+
+def _default_models() -> list[ModelSettings]:
+    licence = Licence(
+        id="apache-2.0",
+        commercial_use=True,
+        source_url=AnyHttpUrl("https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct"),
+    )
+    return [
+        ModelSettings(
+            name="qwen2.5-0.5b-instruct",
+            upstream="local",
+            upstream_model="Qwen/Qwen2.5-0.5B-Instruct",
+            licence=licence,
+        )
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    upstreams: list[UpstreamSettings] = Field(default_factory=_default_upstreams)
+    models: list[ModelSettings] = Field(default_factory=_default_models)
+    passthrough: list[PassthroughRoute] = Field(default_factory=list)
+    scan: ScanSettings = ScanSettings()
+    detectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Detector name -> its options; names from the registry."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it. No .env
+        # files and no secrets directory: credentials are named, not stored, here.
+        del dotenv_settings, file_secret_settings
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        _unique("upstreams", [u.name for u in self.upstreams])
+        _unique("models", [m.name for m in self.models])
+        known = {u.name for u in self.upstreams}
+        sections: list[tuple[str, Sequence[ModelSettings | PassthroughRoute]]] = [
+            ("models", self.models),
+            ("passthrough", self.passthrough),
+        ]
+        for section, refs in sections:
+            for index, ref in enumerate(refs):
+                if ref.upstream not in known:
+                    raise ValueError(
+                        f"{section}.{index}.upstream: no upstream named {ref.upstream!r}"
+                    )
+        return self
+
+
+def _unique(section: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{section}.{index}.name: duplicate name {name!r}")
+        seen.add(name)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from the embedded defaults, the YAML file at ``path`` and GUARD_* variables."""
+    data = _read_yaml(path) if path else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"invalid YAML in {path}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid settings in {path}: the top level must be a mapping")
+    return data
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    """One message naming the file, the key and the problem (no values: they may be secrets)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if not key and ": " in message:  # cross-field checks name their key in the message
+        key, message = message.split(": ", 1)
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    source = f"{path}" if path else "the embedded defaults"
+    top = key.split(".", 1)[0].upper()
+    if any(name.startswith(f"{ENV_PREFIX}{top}") for name in os.environ):
+        source += f" or the {ENV_PREFIX}{top}* environment"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid settings in {source}: {key}: {message}{more}"

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pytest
+
+from guard.settings import Settings
+from tests.fakes.guard_server import GuardServer
+from tests.fakes.upstream import FakeModelServer
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeModelServer) -> FakeModelServer:
+    upstream_server.reset()
+    return upstream_server
+
+
+def make_settings(upstream_url: str, **overrides: Any) -> Settings:
+    """Settings for one fake upstream serving two models (one renamed upstream)."""
+    data: dict[str, Any] = {
+        "upstreams": [
+            {
+                "name": "fake",
+                "base_url": upstream_url,
+                "kind": "openai",
+                "timeouts": {"connect": 1, "read": 2},
+            },
+            {
+                "name": "fake-ollama",
+                "base_url": upstream_url,
+                "kind": "ollama",
+                "timeouts": {"connect": 1, "read": 2},
+            },
+        ],
+        "models": [
+            {
+                "name": "m1",
+                "upstream": "fake",
+                "licence": {"id": "apache-2.0", "commercial_use": True},
+            },
+            {
+                "name": "llama",
+                "upstream": "fake",
+                "upstream_model": "meta/llama-3.1-8b",
+                "licence": {
+                    "id": "llama3.1",
+                    "commercial_use": True,
+                    "attribution_required": True,
+                    "source_url": "https://example.org/llama",
+                    "revision": "abc123",
+                },
+            },
+            {
+                "name": "olm",
+                "upstream": "fake-ollama",
+                "upstream_model": "fake-model",
+                "licence": {"id": "mit", "commercial_use": True},
+            },
+        ],
+    }
+    data.update(overrides)
+    return Settings(**data)
+
+
+GuardFactory = Callable[..., AbstractContextManager[GuardServer]]
+
+
+@pytest.fixture
+def guard_at(upstream: FakeModelServer) -> Iterator[Callable[..., GuardServer]]:
+    """Start guard with settings overrides and app kwargs; stopped after the test."""
+    started: list[GuardServer] = []
+
+    def start(settings: Settings | None = None, **app_kwargs: Any) -> GuardServer:
+        server = GuardServer(settings or make_settings(upstream.base_url), **app_kwargs)
+        started.append(server.__enter__())
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def guard(guard_at: Callable[..., GuardServer]) -> GuardServer:
+    return guard_at()

@@ -1,0 +1,85 @@
+"""The guard command: serve on a real port, refuse bad settings with one clear line."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.fakes.guard_server import free_port
+
+GUARD = [sys.executable, "-m", "guard"]
+
+
+def run(*args, env=None):
+    return subprocess.run(
+        [*GUARD, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_serve_refuses_a_bad_file_with_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  port: 8080\n  wokers: 2\n")
+    result = run("serve", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"guard: invalid settings in {path}: server.wokers: unknown key"]
+
+
+def test_config_check_and_models_print_effective_settings(tmp_path):
+    result = run("config", "check", env={"GUARD_SERVER__PORT": "9123"})
+    assert result.returncode == 0, result.stderr
+    assert "port: 9123" in result.stdout
+    models = run("models")
+    assert "qwen2.5-0.5b-instruct\tlocal\tapache-2.0\tcommercial" in models.stdout
+
+
+def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream):
+    port = free_port()
+    env = {
+        **os.environ,
+        "GUARD_UPSTREAMS": f'[{{"name": "local", "base_url": "{upstream.base_url}"}}]',
+    }
+    proc = subprocess.Popen(
+        [*GUARD, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "guard serve did not start"
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.1)
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "model": "qwen2.5-0.5b-instruct",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+        assert r.status_code == 200
+        assert upstream.requests[-1].json()["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+        assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in {0, -signal.SIGTERM}, output
+    assert "Application shutdown complete" in output
+    assert "hi" not in output.replace("Shutting", "").replace("Finished", "")
