@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from litestar import Request
@@ -50,7 +52,23 @@ def to_asgi(out: Outbound) -> ASGIResponse:
     )
 
 
-async def guarded(request: HTTPRequest) -> ASGIApp:
-    """Every guarded route: the path names the protocol adapter."""
+async def guarded(request: HTTPRequest, route: str) -> ASGIApp:
+    """Every guarded route. A client that leaves before the answer starts cancels the
+    exchange, and with it the upstream request (a long generation stops at once)."""
     inbound = await read_inbound(request)
-    return to_asgi(await run_exchange(inbound, ADAPTERS[inbound.path], services_of(request)))
+    exchange = asyncio.ensure_future(run_exchange(inbound, ADAPTERS[route], services_of(request)))
+    gone = asyncio.ensure_future(_client_gone(request))
+    await asyncio.wait((exchange, gone), return_when=asyncio.FIRST_COMPLETED)
+    if exchange.done():
+        gone.cancel()
+        return to_asgi(exchange.result())
+    exchange.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await exchange
+    return ASGIResponse(body=b"", status_code=499)  # nobody is listening any more
+
+
+async def _client_gone(request: HTTPRequest) -> None:
+    # With the body read, the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -10,17 +10,17 @@ from guard.ingress.common import HTTPRequest, guarded, services_of
 
 @post("/api/chat", status_code=200)
 async def chat(request: HTTPRequest) -> ASGIApp:
-    return await guarded(request)
+    return await guarded(request, "/api/chat")
 
 
 @post("/api/generate", status_code=200)
 async def generate(request: HTTPRequest) -> ASGIApp:
-    return await guarded(request)
+    return await guarded(request, "/api/generate")
 
 
 @post("/api/embed", status_code=200)
 async def embed(request: HTTPRequest) -> ASGIApp:
-    return await guarded(request)
+    return await guarded(request, "/api/embed")
 
 
 @get("/api/tags")

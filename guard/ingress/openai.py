@@ -10,17 +10,17 @@ from guard.ingress.common import HTTPRequest, guarded, services_of
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: HTTPRequest) -> ASGIApp:
-    return await guarded(request)
+    return await guarded(request, "/v1/chat/completions")
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: HTTPRequest) -> ASGIApp:
-    return await guarded(request)
+    return await guarded(request, "/v1/completions")
 
 
 @post("/v1/embeddings", status_code=200)
 async def embeddings(request: HTTPRequest) -> ASGIApp:
-    return await guarded(request)
+    return await guarded(request, "/v1/embeddings")
 
 
 @get("/v1/models")

@@ -131,12 +131,12 @@ def _answer_refs(message: dict[str, Any], path: JSONPath, choice: int) -> list[T
         for name in _ANSWER_FIELDS
         if isinstance(message.get(name), str) and message[name]
     ]
-    for call in message.get("tool_calls") or []:
+    calls = message.get("tool_calls")
+    for k, call in enumerate(calls if isinstance(calls, list) else []):
         if not isinstance(call, dict):
             continue
         function = call.get("function")
         if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            k = message["tool_calls"].index(call)
             tool = call.get("index", k)
             refs.append(
                 TextRef(

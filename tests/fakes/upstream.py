@@ -566,7 +566,7 @@ class FakeModelServer:
         if behaviour.reset:
             return self._abort(request)
         body = _parse_body(raw) if request.method == "POST" else {}
-        await self._delay_first_byte(behaviour, _stream_requested(request.path, body))
+        await self._delay_first_byte(behaviour)
         return await self._answer(request, body, behaviour)
 
     def _record(self, request: web.Request, raw: bytes) -> None:
@@ -591,15 +591,15 @@ class FakeModelServer:
         # premature client disconnect, so nothing reaches the wire or the logs.
         return web.Response()
 
-    async def _delay_first_byte(self, behaviour: Behaviour, streaming: bool) -> None:
+    async def _delay_first_byte(self, behaviour: Behaviour) -> None:
         if behaviour.first_byte_delay <= 0:
             return
         try:
             await asyncio.sleep(behaviour.first_byte_delay)
         except asyncio.CancelledError:
-            # A client that gives up before the first byte abandoned the stream too.
-            if streaming:
-                self._count_disconnect()
+            # A client that gives up before the first byte abandoned the request,
+            # streamed or not.
+            self._count_disconnect()
             raise
 
     async def _answer(

@@ -49,3 +49,13 @@ def test_upstream_failing_mid_stream_ends_the_client_stream(guard_at, upstream):
     assert r.status_code == 200  # headers were sent before the upstream stalled
     assert b"[DONE]" not in r.content
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_client_leaving_before_the_first_byte_cancels_upstream(guard, upstream, stream):
+    upstream.behaviour.first_byte_delay = 3.0
+    body = {"model": "m1", "stream": stream, "messages": [{"role": "user", "content": "go"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{guard.url}/v1/chat/completions", json=body, timeout=0.3)
+    assert upstream.wait_for(lambda: upstream.disconnects == 1, timeout=2)
+    assert httpx.get(f"{guard.url}/healthz").status_code == 200
