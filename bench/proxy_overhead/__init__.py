@@ -1,0 +1,1 @@
+"""guard vs direct vs nginx proxy_pass: throughput, added latency, CPU, streaming TTFB."""
