@@ -46,7 +46,6 @@ class ServerSettings(Strict):
 class Timeouts(Strict):
     connect: Annotated[float, Field(gt=0)] = 5.0
     read: Annotated[float, Field(gt=0)] = 600.0
-    write: Annotated[float, Field(gt=0)] = 60.0
     pool: Annotated[float, Field(gt=0)] = 30.0
 
 
@@ -71,9 +70,6 @@ class UpstreamSettings(Strict):
     )
     timeouts: Timeouts = Timeouts()
     pool: PoolLimits = PoolLimits()
-    transport: Literal["aiohttp", "httpx"] = Field(
-        default="aiohttp", description="HTTP client transport; aiohttp measured faster."
-    )
 
     @model_validator(mode="after")
     def _credentials_present(self) -> UpstreamSettings:

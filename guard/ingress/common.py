@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from litestar import Request
@@ -56,19 +55,22 @@ async def guarded(request: HTTPRequest, route: str) -> ASGIApp:
     """Every guarded route. A client that leaves before the answer starts cancels the
     exchange, and with it the upstream request (a long generation stops at once)."""
     inbound = await read_inbound(request)
-    exchange = asyncio.ensure_future(run_exchange(inbound, ADAPTERS[route], services_of(request)))
-    gone = asyncio.ensure_future(_client_gone(request))
-    await asyncio.wait((exchange, gone), return_when=asyncio.FIRST_COMPLETED)
-    if exchange.done():
-        gone.cancel()
-        return to_asgi(exchange.result())
-    exchange.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await exchange
-    return ASGIResponse(body=b"", status_code=499)  # nobody is listening any more
+    task = asyncio.current_task()
+    assert task is not None  # noqa: S101  # route handlers always run in a task
+    watcher = asyncio.get_running_loop().create_task(_cancel_when_gone(request, task))
+    try:
+        return to_asgi(await run_exchange(inbound, ADAPTERS[route], services_of(request)))
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # cancelled by something else: the server is shutting down
+        task.uncancel()
+        return ASGIResponse(body=b"", status_code=499)  # nobody is listening any more
+    finally:
+        watcher.cancel()
 
 
-async def _client_gone(request: HTTPRequest) -> None:
+async def _cancel_when_gone(request: HTTPRequest, task: asyncio.Task[object]) -> None:
     # With the body read, the next ASGI message can only be the disconnect.
     while (await request.receive())["type"] != "http.disconnect":
         pass
+    task.cancel()

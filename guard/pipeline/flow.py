@@ -105,6 +105,8 @@ async def send_upstream(ex: Exchange, services: Services) -> UpstreamReply:
         content = msgspec.json.encode(ex.body)
     path = ex.adapter.route + (f"?{ex.inbound.query}" if ex.inbound.query else "")
     headers = request_headers(ex.inbound.headers, upstream)
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("content-type", "application/json"))
     reply = await forward(upstream, "POST", path, headers, content)
     ex.timings["upstream_first_byte"] = reply.first_byte_s
     return reply

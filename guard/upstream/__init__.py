@@ -1,4 +1,4 @@
-"""The only package that talks to model servers (and the only one importing httpx)."""
+"""The only package that talks to model servers (and the only one importing aiohttp)."""
 
 from guard.upstream.client import Upstream, UpstreamPool
 from guard.upstream.forward import UpstreamReply, forward

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
-import httpx
 
 from guard.errors import UpstreamTimeout, UpstreamUnavailable
 from guard.upstream.client import Upstream
@@ -37,7 +35,7 @@ _REQUEST_DROP = HOP_BY_HOP | {
     "accept-encoding",
     "expect",
 }
-# The ASGI server writes its own date, server and framing headers.
+# The ASGI server writes its own date, server and framing headers; bodies arrive decoded.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
 
 
@@ -55,7 +53,7 @@ def _keep(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> list[tupl
 def request_headers(client: Iterable[tuple[str, str]], upstream: Upstream) -> list[tuple[str, str]]:
     injected = upstream.credentials
     kept = [(n, v) for n, v in _keep(client, _REQUEST_DROP) if n.lower() not in injected]
-    return [*kept, *upstream.credentials.items(), ("accept-encoding", "identity")]
+    return [*kept, *injected.items(), ("accept-encoding", "identity")]
 
 
 @dataclass(slots=True)
@@ -63,35 +61,42 @@ class UpstreamReply:
     """An upstream response whose body has not been read yet."""
 
     upstream: str
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     first_byte_s: float
 
     @property
     def status(self) -> int:
-        return self.response.status_code
+        return self.response.status
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        return _keep(self.response.headers.multi_items(), _RESPONSE_DROP)
+        raw = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in self.response.raw_headers)
+        return _keep(raw, _RESPONSE_DROP)
 
     @property
     def content_type(self) -> str:
-        return str(self.response.headers.get("content-type", ""))
+        return self.response.headers.get("content-type", "")
 
     async def read(self) -> bytes:
         try:
             with map_upstream_errors(self.upstream):
-                return await self.response.aread()
+                return await self.response.read()
         finally:
-            await self.response.aclose()
+            self.response.release()
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Chunks as they arrive, never waiting to fill a buffer."""
         with map_upstream_errors(self.upstream):
-            async for chunk in self.response.aiter_bytes():
+            async for chunk in self.response.content.iter_any():
                 yield chunk
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        """Return the connection to the pool if the body was read, else close it (this is
+        what cancels the upstream's work when a client leaves mid-stream)."""
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()
 
 
 async def forward(
@@ -102,43 +107,28 @@ async def forward(
     content: bytes | None,
 ) -> UpstreamReply:
     """Send and return as soon as the status line and headers are in."""
-    request = upstream.client.build_request(
-        method, upstream.root + path, headers=headers, content=content
-    )
     started = time.perf_counter()
     with map_upstream_errors(upstream.name):
-        response = await upstream.client.send(request, stream=True)
+        response = await upstream.session.request(
+            method,
+            upstream.root + path,
+            headers=headers,
+            data=content,
+            allow_redirects=False,
+        )
     return UpstreamReply(upstream.name, response, time.perf_counter() - started)
-
-
-_TIMEOUTS = (httpx.TimeoutException, aiohttp.ServerTimeoutError, asyncio.TimeoutError)
-_AIOHTTP_UNAVAILABLE = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-    aiohttp.ClientPayloadError,
-)
 
 
 @contextmanager
 def map_upstream_errors(name: str) -> Iterator[None]:
-    """httpx (and, under it, aiohttp) errors become UpstreamTimeout or UpstreamUnavailable.
-
-    The aiohttp transport files every connection error under ConnectTimeout, so the
-    original aiohttp error, kept as the cause, decides first.
-    """
+    """aiohttp's errors become UpstreamTimeout or UpstreamUnavailable, here and only here."""
     try:
         yield
-    except (TimeoutError, httpx.TransportError, aiohttp.ClientError) as exc:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, _AIOHTTP_UNAVAILABLE) and not isinstance(cause, _TIMEOUTS):
-            raise UpstreamUnavailable(_unavailable(name, cause)) from None
-        if isinstance(cause, _TIMEOUTS) or isinstance(exc, httpx.TimeoutException):
-            raise UpstreamTimeout(f"The upstream '{name}' timed out") from None
-        raise UpstreamUnavailable(_unavailable(name, cause)) from None
-
-
-def _unavailable(name: str, cause: BaseException) -> str:
-    if isinstance(cause, aiohttp.ClientConnectorError | httpx.ConnectError):
-        return f"The upstream '{name}' refused the connection"
-    return f"The upstream '{name}' closed the connection unexpectedly"
+    except TimeoutError:  # aiohttp's timeout errors are TimeoutErrors too
+        raise UpstreamTimeout(f"The upstream '{name}' timed out") from None
+    except aiohttp.ClientConnectorError:
+        raise UpstreamUnavailable(f"The upstream '{name}' refused the connection") from None
+    except aiohttp.ClientError:
+        raise UpstreamUnavailable(
+            f"The upstream '{name}' closed the connection unexpectedly"
+        ) from None

@@ -72,3 +72,19 @@ def test_no_duplicate_date_or_server_headers(guard, upstream):
     assert names.count("date") <= 1
     assert names.count("server") <= 1
     assert names.count("content-length") == 1
+
+
+def test_upstream_cookies_never_travel_to_another_client(guard, upstream):
+    upstream.behaviour.response_headers = {"set-cookie": "session=alice-secret; Path=/"}
+    with httpx.Client() as alice:
+        assert alice.post(f"{guard.url}/v1/chat/completions", json=CHAT).status_code == 200
+    upstream.behaviour.response_headers = {}
+    with httpx.Client() as bob:
+        bob.post(f"{guard.url}/v1/chat/completions", json=CHAT)
+    assert "cookie" not in upstream.requests[-1].headers
+
+
+def test_json_content_type_is_sent_when_the_client_omits_it(guard, upstream):
+    raw = b'{"model": "m1", "messages": [{"role": "user", "content": "hi"}]}'
+    assert httpx.post(f"{guard.url}/v1/chat/completions", content=raw).status_code == 200
+    assert upstream.requests[-1].headers["content-type"] == "application/json"
