@@ -1,1 +1,2 @@
-"""guard vs direct vs nginx proxy_pass: throughput, added latency, CPU, streaming TTFB."""
+"""guard vs direct vs nginx proxy_pass: throughput, added latency, CPU, streaming TTFB;
+and the upstream HTTP client layer (aiohttp vs httpx-aiohttp vs httpx)."""

@@ -1,8 +1,10 @@
-"""Starting, checking and stopping the processes under test: nginx, the SSE mock, guard."""
+"""Starting, checking and stopping the processes under test: nginx, the SSE mock, guard and
+the minimal client forwarders (``clients.py``)."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -13,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil
 
 LOOPBACK = "127.0.0.1"
@@ -137,21 +138,24 @@ def wait_ready(
     """Poll with a real POST until it answers 200 (and ``expect``, if given), or fail loudly."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    url = f"http://{LOOPBACK}:{port}{path}"
     headers = {"content-type": "application/json"}
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
-            try:
-                reply = client.post(url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
-            else:
-                if reply.status_code == 200 and (expect is None or reply.content == expect):
-                    return
-                last = f"HTTP {reply.status_code}: {reply.text[:300]}"
-            time.sleep(_READY_POLL_S)
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=2.0)
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            reply = conn.getresponse()
+            content = reply.read()
+        except (OSError, http.client.HTTPException) as exc:
+            last = type(exc).__name__
+        else:
+            if reply.status == 200 and (expect is None or content == expect):
+                return
+            last = f"HTTP {reply.status}: {content[:300].decode(errors='replace')}"
+        finally:
+            conn.close()
+        time.sleep(_READY_POLL_S)
     raise RuntimeError(
         f"{proc.name} not ready on port {port} after {timeout_s} s ({last})\n{proc.log_tail()}"
     )
@@ -285,12 +289,10 @@ upstreams:
   - name: mock
     base_url: http://{host}:{mock_port}
     kind: openai
-    transport: {transport}
     pool: {{max_connections: 512}}
   - name: sse
     base_url: http://{host}:{sse_port}
     kind: openai
-    transport: {transport}
     pool: {{max_connections: 512}}
 models:
   - name: bench-model
@@ -302,14 +304,10 @@ models:
 """
 
 
-def guard_config(
-    procs: Procs, name: str, port: int, transport: str, *, mock_port: int, sse_port: int
-) -> Path:
+def guard_config(procs: Procs, name: str, port: int, *, mock_port: int, sse_port: int) -> Path:
     path = procs.workdir / f"{name}.yaml"
     path.write_text(
-        GUARD_CONFIG.format(
-            host=LOOPBACK, port=port, transport=transport, mock_port=mock_port, sse_port=sse_port
-        )
+        GUARD_CONFIG.format(host=LOOPBACK, port=port, mock_port=mock_port, sse_port=sse_port)
     )
     return path
 
@@ -357,6 +355,50 @@ def start_guard(procs: Procs, name: str, server: str, config: Path, port: int) -
     return procs.start(name, argv, env)
 
 
+# -- minimal client forwarders (clients.py) ---------------------------------------------------
+
+# target name -> factory in bench.proxy_overhead.clients. Only those processes import httpx
+# and httpx-aiohttp, so the bench itself runs without them.
+CLIENT_FACTORIES = {
+    "client-aiohttp": "aiohttp_app",
+    "client-httpx": "httpx_app",
+    "client-httpx-aiohttp": "httpx_aiohttp_app",
+}
+
+
+def _repo_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
+
+
+def start_client(procs: Procs, name: str, port: int, mock_port: int) -> Proc:
+    """One minimal forwarder on uvicorn with one worker, run the way ``guard serve`` runs guard."""
+    argv = [
+        venv_bin("uvicorn"),
+        "--factory",
+        f"bench.proxy_overhead.clients:{CLIENT_FACTORIES[name]}",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--no-server-header",
+        "--log-level",
+        "warning",
+    ]
+    env = {
+        "BENCH_UPSTREAM_URL": f"http://{LOOPBACK}:{mock_port}",
+        "PYTHONPATH": _repo_root(),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return procs.start(name, argv, env)
+
+
 def start_sse_mock(procs: Procs, port: int, chunks: int, gap_ms: float) -> Proc:
     return procs.start(
         "sse-mock",
@@ -371,5 +413,5 @@ def start_sse_mock(procs: Procs, port: int, chunks: int, gap_ms: float) -> Proc:
             "--gap-ms",
             str(gap_ms),
         ],
-        {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        {"PYTHONPATH": _repo_root()},
     )

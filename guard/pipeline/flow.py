@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,7 +151,7 @@ def stream_reply(ex: Exchange, reply: UpstreamReply, services: Services) -> Outb
     return Outbound(reply.status, reply.headers, stream=chunks, on_close=reply.aclose)
 
 
-async def _relay_stream(ex: Exchange, reply: UpstreamReply) -> AsyncIterator[bytes]:
+async def _relay_stream(ex: Exchange, reply: UpstreamReply) -> AsyncGenerator[bytes, None]:
     """No output detectors: bytes go on as they arrive."""
     try:
         async for chunk in reply.iter_bytes():
@@ -164,7 +164,7 @@ async def _relay_stream(ex: Exchange, reply: UpstreamReply) -> AsyncIterator[byt
 
 async def _guarded_stream(
     ex: Exchange, reply: UpstreamReply, services: Services
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     async def scan(texts: list[str]) -> Decision:
         return await decide(ex, Direction.OUTPUT, texts, services)
 
