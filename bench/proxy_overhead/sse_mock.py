@@ -1,7 +1,8 @@
 """A minimal streaming (SSE) chat-completion upstream on raw asyncio, for the TTFB test.
 
 Every POST gets the SSE headers and the first ``data:`` event in one write, then
-``--chunks`` more events ``--gap-ms`` apart, then ``data: [DONE]``. Keep-alive,
+``--chunks`` more events ``--gap-ms`` apart (or ``bench_gap_ms`` apart when the request
+body names it), then ``data: [DONE]``. Keep-alive,
 HTTP/1.1, Content-Length request bodies only (what guard, nginx and the bench send).
 
 Run: ``python -m bench.proxy_overhead.sse_mock --port 18091``.
@@ -83,17 +84,20 @@ class SSEProtocol(asyncio.Protocol):
         total = end + len(_HEAD_END) + length
         if len(self._buffer) < total:
             return
-        self._buffer = self._buffer[total:]
+        body, self._buffer = self._buffer[end + len(_HEAD_END) : total], self._buffer[total:]
+        gap_s = self._gap_s
+        if b"bench_gap_ms" in body:
+            gap_s = float(json.loads(body)["bench_gap_ms"]) / 1000
         self._busy = True
-        self._task = asyncio.get_running_loop().create_task(self._respond())
+        self._task = asyncio.get_running_loop().create_task(self._respond(gap_s))
 
-    async def _respond(self) -> None:
+    async def _respond(self, gap_s: float) -> None:
         transport = self._transport
         if transport is None:
             return
         transport.write(_HEADERS + _chunk(_event(0, "Hello")))
         for i in range(1, self._chunks + 1):
-            await asyncio.sleep(self._gap_s)
+            await asyncio.sleep(gap_s)
             if transport.is_closing():
                 return
             last = i == self._chunks

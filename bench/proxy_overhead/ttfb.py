@@ -21,18 +21,18 @@ _MAX_RECVS = 10_000
 _MAX_CHUNKS = 10_000
 _TIMEOUT_S = 10.0
 
-STREAM_BODY = json.dumps(
-    {
-        "model": "bench-stream",
-        "stream": True,
-        "messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Say hello in one short sentence, please."},
-        ],
-        "max_tokens": 32,
-    },
-    separators=(",", ":"),
-).encode()
+_STREAM = {
+    "model": "bench-stream",
+    "stream": True,
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Say hello in one short sentence, please."},
+    ],
+    "max_tokens": 32,
+}
+STREAM_BODY = json.dumps(_STREAM, separators=(",", ":")).encode()
+# The same request asking the mock for its chunks without gaps: the proxy never rests.
+GAPLESS_STREAM_BODY = json.dumps({**_STREAM, "bench_gap_ms": 0}, separators=(",", ":")).encode()
 
 
 class ProtocolError(RuntimeError):

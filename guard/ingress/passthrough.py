@@ -21,7 +21,7 @@ def _handler(entry: PassthroughRoute) -> HTTPRouteHandler:
     async def relay(request: HTTPRequest) -> ASGIApp:
         inbound = await read_inbound(request)
         upstream = services_of(request).upstreams[entry.upstream]
-        path = inbound.path + (f"?{inbound.query}" if inbound.query else "")
+        path = entry.path + (f"?{inbound.query}" if inbound.query else "")
         headers = request_headers(inbound.headers, upstream)
         reply = await forward(upstream, inbound.method, path, headers, inbound.body or None)
         return to_asgi(
