@@ -20,7 +20,7 @@ from guard.errors import BadRequest, PolicyBlocked, UpstreamError
 from guard.pipeline.context import Exchange, Inbound, Outbound
 from guard.pipeline.streams import StreamGuard
 from guard.policy.actions import apply_redactions
-from guard.policy.engine import Action, Decision, PolicyEngine
+from guard.policy.engine import Decision, PolicyEngine
 from guard.protocols.base import Adapter, TextRef, write_texts
 from guard.registry.cards import ModelRegistry
 from guard.settings import Settings
@@ -71,13 +71,22 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 async def guard_input(ex: Exchange, services: Services) -> None:
     started = time.perf_counter()
     refs = ex.adapter.request_texts(ex.body)
-    decision = await decide(ex, Direction.INPUT, [r.text for r in refs], services)
+    ex.rewritten = await enforce(ex, Direction.INPUT, ex.body, refs, services)
+    ex.mark("guard_in", started)
+
+
+async def enforce(
+    ex: Exchange, direction: Direction, body: Any, refs: list[TextRef], services: Services
+) -> bool:
+    """Scan the texts, then block (raise) or write the redactions into ``body``.
+    Returns whether the body changed."""
+    decision = await decide(ex, direction, [r.text for r in refs], services)
     if decision.blocks:
         raise PolicyBlocked(decision.message or "Blocked by policy", status=decision.status)
-    if decision.redactions:
-        write_texts(ex.body, refs, apply_redactions([r.text for r in refs], decision.redactions))
-        ex.rewritten = True
-    ex.mark("guard_in", started)
+    if not decision.redactions:
+        return False
+    write_texts(body, refs, apply_redactions([r.text for r in refs], decision.redactions))
+    return True
 
 
 async def decide(
@@ -133,12 +142,8 @@ async def guard_output(ex: Exchange, raw: bytes, services: Services) -> bytes:
     except msgspec.DecodeError:
         # An answer guard cannot read is not passed on as if it had been checked.
         raise UpstreamError("The upstream's answer was not valid JSON") from None
-    refs: list[TextRef] = ex.adapter.response_texts(body)
-    decision = await decide(ex, Direction.OUTPUT, [r.text for r in refs], services)
-    if decision.blocks:
-        raise PolicyBlocked(decision.message or "Blocked by policy", status=decision.status)
-    if decision.action is Action.REDACT and decision.redactions:
-        write_texts(body, refs, apply_redactions([r.text for r in refs], decision.redactions))
+    refs = ex.adapter.response_texts(body)
+    if await enforce(ex, Direction.OUTPUT, body, refs, services):
         return msgspec.json.encode(body)
     return raw
 
