@@ -63,6 +63,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON ({_reason(exc)})") from None
+    except RecursionError:
+        raise BadRequest("The request body nests too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
     return body
@@ -139,7 +141,7 @@ async def buffered_reply(ex: Exchange, reply: UpstreamReply, services: Services)
 async def guard_output(ex: Exchange, raw: bytes, services: Services) -> bytes:
     try:
         body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         # An answer guard cannot read is not passed on as if it had been checked.
         raise UpstreamError("The upstream's answer was not valid JSON") from None
     refs = ex.adapter.response_texts(body)

@@ -92,7 +92,7 @@ class StreamGuard:
             return None
         try:
             obj = msgspec.json.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return None
         self._last = obj
         return obj

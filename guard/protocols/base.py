@@ -66,15 +66,17 @@ def write_texts(body: Any, refs: Sequence[TextRef], texts: Sequence[str]) -> Non
 
 
 def string_leaves(value: Any, path: JSONPath) -> Iterator[tuple[JSONPath, str]]:
-    """Every string inside a JSON value, with its path (tool-call arguments as objects)."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from string_leaves(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from string_leaves(item, (*path, index))
+    """Every string inside a JSON value, in document order, with its path (tool-call
+    arguments as objects). Iterative: client JSON may nest as deep as the parser allows."""
+    stack: list[tuple[Any, JSONPath]] = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            yield where, node
+        elif isinstance(node, dict):
+            stack.extend((item, (*where, key)) for key, item in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((node[i], (*where, i)) for i in reversed(range(len(node))))
 
 
 def as_list(value: Any, name: str) -> list[Any]:

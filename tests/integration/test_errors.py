@@ -1,5 +1,6 @@
 """Every error case: the right status, the API's own error shape, and a process that lives on."""
 
+import json
 import socket
 import threading
 
@@ -226,3 +227,17 @@ def test_process_survives_a_burst_of_garbage(guard, upstream):
     for t in threads:
         t.join()
     assert httpx.get(f"{guard.url}/healthz").json() == {"status": "ok"}
+
+
+def test_deep_nesting_is_400_not_500(guard, upstream):
+    deep = b'{"model": "m1", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    error = openai_error(httpx.post(f"{guard.url}/v1/chat/completions", content=deep), 400)
+    assert "nests too deeply" in error["message"]
+    args = b'{"a": ' * 800 + b'"leaf"' + b"}" * 800
+    body = (
+        b'{"model": "olm", "stream": false, "messages": [{"role": "assistant", "content": "",'
+        b' "tool_calls": [{"function": {"name": "f", "arguments": ' + args + b"}}]}]}"
+    )
+    assert httpx.post(f"{guard.url}/api/chat", content=body).status_code == 200
+    sent = upstream.requests[-1].json()
+    assert sent["messages"] == json.loads(body)["messages"]

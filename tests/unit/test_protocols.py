@@ -212,3 +212,19 @@ def test_filtered_final_chunks():
     ollama = OLLAMA_CHAT.filtered_final_chunk({"model": "m"}, [0])
     assert ollama["done"] is True
     assert ollama["done_reason"] == "content_filter"
+
+
+def test_string_leaves_keeps_document_order_at_any_depth():
+    from guard.protocols.base import string_leaves
+
+    value = {"a": "1", "b": [{"c": "2"}, "3", 4, None], "d": {"e": {"f": "5"}}}
+    assert list(string_leaves(value, ("x",))) == [
+        (("x", "a"), "1"),
+        (("x", "b", 0, "c"), "2"),
+        (("x", "b", 1), "3"),
+        (("x", "d", "e", "f"), "5"),
+    ]
+    deep: object = "leaf"
+    for _ in range(5000):
+        deep = {"k": deep}
+    assert [text for _, text in string_leaves(deep, ())] == ["leaf"]
