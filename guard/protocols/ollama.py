@@ -104,16 +104,13 @@ class OllamaEmbed(Adapter):
 
 
 def _tool_call_refs(message: dict[str, Any], path: tuple[str | int, ...]) -> list[TextRef]:
-    refs: list[TextRef] = []
-    for k, call in enumerate(as_list(message.get("tool_calls") or [], "tool_calls")):
-        function = as_object(call, "tool_calls").get("function")
-        if isinstance(function, dict):
-            args_path = (*path, "tool_calls", k, "function", "arguments")
-            refs.extend(
-                TextRef(leaf_path, text, (0, "tool", k, leaf_path[len(args_path) :]))
-                for leaf_path, text in string_leaves(function.get("arguments"), args_path)
-            )
-    return refs
+    """Every string under the message's tool calls: arguments, and names and ids too,
+    whatever shape a client or server gives them (no text passes unread)."""
+    calls_path = (*path, "tool_calls")
+    return [
+        TextRef(leaf, text, (0, "tool", leaf[len(calls_path) :]))
+        for leaf, text in string_leaves(message.get("tool_calls"), calls_path)
+    ]
 
 
 def _final_base(last: Any) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 import copy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guard.errors import BadRequest
 from guard.protocols import ADAPTERS, write_texts
@@ -83,7 +85,7 @@ OLLAMA_EMBED = ADAPTERS["/api/embed"]
                     {"role": "tool", "content": "result"},
                 ]
             },
-            ["u", "t", "Oslo", "a", "result"],
+            ["u", "t", "f", "Oslo", "a", "result"],
             id="ollama-chat",
         ),
         pytest.param(OLLAMA_GENERATE, {"prompt": "p", "system": "s"}, ["s", "p"], id="ollama-gen"),
@@ -228,3 +230,80 @@ def test_string_leaves_keeps_document_order_at_any_depth():
     for _ in range(5000):
         deep = {"k": deep}
     assert [text for _, text in string_leaves(deep, ())] == ["leaf"]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "model",
+                    "messages",
+                    "content",
+                    "role",
+                    "tool_calls",
+                    "function",
+                    "arguments",
+                    "type",
+                    "text",
+                    "prompt",
+                    "input",
+                    "suffix",
+                    "system",
+                    "choices",
+                    "message",
+                    "delta",
+                    "index",
+                    "response",
+                    "thinking",
+                    "context",
+                    "stream",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(
+            [
+                "model",
+                "messages",
+                "prompt",
+                "input",
+                "suffix",
+                "system",
+                "context",
+                "stream",
+                "choices",
+            ]
+        ),
+        _json,
+        max_size=5,
+    )
+)
+def test_any_json_body_is_read_or_refused_with_400(body):
+    for adapter in ADAPTERS.values():
+        try:
+            refs = adapter.request_texts(body)
+            adapter.is_stream(body)
+        except BadRequest:
+            continue
+        write_texts(body, refs, [ref.text.upper() for ref in refs])
+        assert [r.text for r in adapter.request_texts(body)] == [r.text.upper() for r in refs]
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_json)
+def test_any_upstream_json_is_read_without_error(body):
+    for adapter in ADAPTERS.values():
+        for refs in (adapter.response_texts(body), adapter.chunk_texts(body)):
+            assert all(isinstance(ref.text, str) for ref in refs)
