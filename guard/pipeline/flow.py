@@ -54,6 +54,10 @@ async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -
 def open_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Exchange:
     body = parse_json(inbound.body)
     model = services.models.lookup(body.get("model"))
+    if adapter.route.startswith("/api/") and services.upstreams[model.upstream].kind != "ollama":
+        raise BadRequest(
+            f"The model '{model.name}' is served by an OpenAI-compatible server; use the /v1 routes"
+        )
     stream = adapter.is_stream(body)
     return Exchange(inbound, adapter, model, body, stream)
 
@@ -105,11 +109,6 @@ async def decide(
 
 async def send_upstream(ex: Exchange, services: Services) -> UpstreamReply:
     upstream = services.upstreams[ex.model.upstream]
-    if upstream.kind == "openai" and ex.adapter.route.startswith("/api/"):
-        raise BadRequest(
-            f"The model '{ex.model.name}' is served by an OpenAI-compatible server; "
-            "use the /v1 routes"
-        )
     content = ex.inbound.body
     if ex.rewritten or ex.model.upstream_model != ex.model.name:
         ex.body["model"] = ex.model.upstream_model
