@@ -54,7 +54,6 @@ class StreamGuard:
         self._last: Any = None
         self._choices: set[int] = set()
         self.stopped = False
-        self.decisions: list[Decision] = []
 
     async def feed(self, raw: bytes) -> list[bytes]:
         """Events to send now (possibly none) after ``raw`` arrived."""
@@ -100,7 +99,6 @@ class StreamGuard:
     async def _check(self) -> list[bytes]:
         keys = list(self._pending)
         decision = await self._scan([self._pending[key] for key in keys])
-        self.decisions.append(decision)
         if decision.action is Action.BLOCK:
             return self._stop()
         if decision.redactions:
