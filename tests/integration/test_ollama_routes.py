@@ -1,5 +1,7 @@
 """Ollama's /api routes through the official ollama client, against a loopback upstream."""
 
+import time
+
 import httpx
 import ollama
 import pytest
@@ -69,3 +71,17 @@ def test_unknown_model_in_ollama_shape(client, upstream):
         client.chat(model="nope", messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 404
     assert "nope" in err.value.error
+
+
+def test_ndjson_stream_arrives_line_by_line(client, upstream):
+    upstream.behaviour.chunk_delay = 0.15
+    started = time.perf_counter()
+    arrivals = [
+        time.perf_counter() - started
+        for _ in client.chat(
+            model="olm", messages=[{"role": "user", "content": "one two three four"}], stream=True
+        )
+    ]
+    assert len(arrivals) >= 5
+    # The first line reached the client long before the upstream finished the stream.
+    assert arrivals[0] < arrivals[-1] - 0.5
