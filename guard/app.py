@@ -24,7 +24,6 @@ from guard.errors import (
     ClientFacingError,
     ollama_error_body,
     openai_error_body,
-    status_of,
 )
 from guard.ingress import health, ollama, openai
 from guard.ingress.common import HTTPRequest
@@ -126,7 +125,7 @@ def _error_response(
 def _guard_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ClientFacingError)  # noqa: S101  # registered for this type only
     return _error_response(
-        request, status_of(exc), exc.message, type_=exc.type, code=exc.code, param=exc.param
+        request, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param
     )
 
 

@@ -34,7 +34,7 @@ class ConfigError(GuardError):
 
 
 class ClientFacingError(GuardError):
-    status: ClassVar[int] = 500
+    status: int = 500  # per class; a policy block carries its own
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = None
 
@@ -72,7 +72,7 @@ class PolicyBlocked(ClientFacingError):
 
     def __init__(self, message: str, *, status: int = 403) -> None:
         super().__init__(message)
-        self.status_override = status
+        self.status = status
 
 
 class UpstreamError(ClientFacingError):
@@ -88,12 +88,6 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
-
-
-def status_of(exc: ClientFacingError) -> int:
-    if isinstance(exc, PolicyBlocked):
-        return exc.status_override
-    return exc.status
 
 
 def openai_error_body(message: str, type_: str, code: str | None, param: str | None) -> bytes:
