@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 serve: setup
+	$(BIN)/guard db upgrade
 	$(BIN)/guard serve $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check guard tests bench
-	$(BIN)/ruff format --check guard tests bench
+	$(BIN)/ruff check guard tests bench migrations
+	$(BIN)/ruff format --check guard tests bench migrations
 	$(BIN)/mypy
 
 test: lint

@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from guard import __version__
+from guard.audit import NoAudit, open_recorder
 from guard.detectors.registry import DetectorRegistry
 from guard.detectors.runner import DetectorRunner
 from guard.errors import (
@@ -25,7 +26,7 @@ from guard.errors import (
     ollama_error_body,
     openai_error_body,
 )
-from guard.ingress import health, ollama, openai
+from guard.ingress import admin, health, ollama, openai
 from guard.ingress.common import HTTPRequest
 from guard.ingress.passthrough import passthrough_routes
 from guard.pipeline.flow import Services
@@ -50,6 +51,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        recorder = None
+        if settings.audit.enabled:
+            recorder = await asyncio.to_thread(open_recorder, settings.audit)
+        else:
+            log.warning("audit: disabled (audit.enabled: false); no exchange is recorded")
         upstreams = UpstreamPool(settings.upstreams)
         app.state.services = Services(
             settings=settings,
@@ -57,7 +63,9 @@ def create_app(
             upstreams=upstreams,
             detectors=DetectorRunner(detectors, settings.scan.timeout),
             policy=policy or AllowAll(),
+            audit=recorder or NoAudit(),
         )
+        app.state.recorder = recorder
         app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         # What exists now lives as long as the process: keep it out of every GC pass
         # (measured: a third off p99 latency under load).
@@ -67,12 +75,15 @@ def create_app(
             yield
         finally:
             await asyncio.shield(upstreams.aclose())
+            if recorder is not None:
+                await asyncio.shield(recorder.aclose())
 
     return Litestar(
         route_handlers=[
             *openai.ROUTES,
             *ollama.ROUTES,
             *health.ROUTES,
+            admin.ROUTER,
             *passthrough_routes(settings.passthrough),
         ],
         lifespan=[lifespan],
@@ -104,6 +115,8 @@ def configure_logging(level: str) -> None:
     )
     # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Alembic narrates every step at INFO; `guard db` prints what happened itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _error_response(

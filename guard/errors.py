@@ -7,7 +7,9 @@
         ├── NotFound                404  a path guard does not serve
         │   └── ModelNotFound       404  a model name that is not configured
         ├── BodyTooLarge            413  request body over server.max_body_bytes
+        ├── Unauthorized            401  admin API without its token
         ├── PolicyBlocked           403  a policy decided to block; message comes from the policy
+        ├── AuditUnavailable        503  events can be neither written nor spooled (fail closed)
         └── UpstreamError           502  the model server could not be used
             ├── UpstreamUnavailable 502  connection refused or reset, protocol error
             └── UpstreamTimeout     504  connect or read timeout
@@ -63,6 +65,18 @@ class BodyTooLarge(ClientFacingError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class Unauthorized(ClientFacingError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class AuditUnavailable(ClientFacingError):
+    status = 503
+    type = "server_error"
+    code = "audit_unavailable"
 
 
 class PolicyBlocked(ClientFacingError):

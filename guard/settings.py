@@ -124,6 +124,75 @@ class ScanSettings(Strict):
     )
 
 
+class AuditSettings(Strict):
+    enabled: bool = Field(
+        default=True, description="Record one audit event per exchange (off only for benchmarks)."
+    )
+    database_url: str = Field(
+        default="sqlite:///guard-data/audit.sqlite3",
+        description="SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://...",
+    )
+    auto_migrate: bool = Field(
+        default=False,
+        description="Apply pending migrations at start instead of refusing to serve.",
+    )
+    store_text: Literal["none", "redacted", "full"] = Field(
+        default="redacted",
+        description="Request and response texts kept in events: none, as redacted, or full.",
+    )
+    max_text_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=1024 * 1024, description="Texts kept per event and direction, at most."
+    )
+    spool_dir: Path = Field(
+        default=Path("guard-data/spool"),
+        description="Where events wait, fsynced, while the database is unreachable.",
+    )
+    spool_max_bytes: Annotated[int, Field(ge=4096)] = Field(
+        default=1024**3, description="A spool over this size counts as unwritable."
+    )
+    on_spool_failure: Literal["fail_closed", "fail_open"] = Field(
+        default="fail_closed",
+        description="When events can be neither written nor spooled: refuse requests (503) "
+        "or serve and count the lost events.",
+    )
+    queue_max: Annotated[int, Field(ge=1)] = Field(
+        default=100_000, description="Events held in memory, at most, before any is lost."
+    )
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    flush_interval: Annotated[float, Field(gt=0)] = Field(
+        default=0.05, description="Seconds an event waits, at most, for its batch to fill."
+    )
+    retry_interval: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Seconds between attempts to reach an unreachable database."
+    )
+    drain_timeout: Annotated[float, Field(ge=0)] = Field(
+        default=30.0, description="Seconds shutdown waits for queued events to be written."
+    )
+    instance: str = Field(
+        default="",
+        description="Names this guard's hash chains (one chain per process); empty: the host name.",
+    )
+    chain_key_env: str | None = Field(
+        default=None,
+        description="Environment variable with a secret: chain hashes become HMAC-SHA256, "
+        "so nobody without it can forge a chain.",
+    )
+
+    @model_validator(mode="after")
+    def _key_present(self) -> AuditSettings:
+        if self.chain_key_env and not os.environ.get(self.chain_key_env):
+            raise ValueError(f"environment variable {self.chain_key_env} is not set")
+        return self
+
+
+class AdminSettings(Strict):
+    token_env: str = Field(
+        default="GUARD_ADMIN_TOKEN",
+        description="Environment variable holding the admin API's bearer token; "
+        "without it the admin API refuses every request.",
+    )
+
+
 def _default_upstreams() -> list[UpstreamSettings]:
     return [UpstreamSettings(name="local", base_url=AnyHttpUrl("http://127.0.0.1:8000"))]
 
@@ -157,6 +226,8 @@ class Settings(BaseSettings):
     detectors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Detector name -> its options; names from the registry."
     )
+    audit: AuditSettings = AuditSettings()
+    admin: AdminSettings = AdminSettings()
 
     @classmethod
     def settings_customise_sources(

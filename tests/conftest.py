@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from guard.db.base import make_engine
+from guard.db.migrate import upgrade
 from guard.settings import Settings
 from tests.fakes.guard_server import GuardServer
 from tests.fakes.upstream import FakeModelServer
@@ -23,9 +27,37 @@ def upstream(upstream_server: FakeModelServer) -> FakeModelServer:
     return upstream_server
 
 
+_audit_defaults: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty audit database at head, migrated once and copied for each test."""
+    path = tmp_path_factory.mktemp("audit-template") / "audit.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def audit_home(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Path]:
+    """Each test's guard records into its own SQLite file and spool directory."""
+    home = tmp_path / "audit"
+    home.mkdir()
+    shutil.copy(migrated_sqlite, home / "audit.sqlite3")
+    _audit_defaults.update(
+        database_url=f"sqlite:///{home / 'audit.sqlite3'}", spool_dir=str(home / "spool")
+    )
+    yield home
+    _audit_defaults.clear()
+
+
 def make_settings(upstream_url: str, **overrides: Any) -> Settings:
-    """Settings for one fake upstream serving two models (one renamed upstream)."""
+    """Settings for one fake upstream serving two models (one renamed upstream), with
+    the audit trail in this test's own directory."""
     data: dict[str, Any] = {
+        "audit": {**_audit_defaults, "flush_interval": 0.01},
         "upstreams": [
             {
                 "name": "fake",
@@ -66,7 +98,9 @@ def make_settings(upstream_url: str, **overrides: Any) -> Settings:
             },
         ],
     }
+    audit = overrides.pop("audit", {})
     data.update(overrides)
+    data["audit"] = {**data["audit"], **audit}
     return Settings(**data)
 
 

@@ -21,6 +21,7 @@ class ScanResult:
     findings: tuple[Finding, ...] = ()
     failed: tuple[str, ...] = ()
     scanned: bool = False
+    detectors: tuple[str, ...] = ()  # the detectors that ran, failed ones included
 
 
 NOTHING_SCANNED = ScanResult()
@@ -41,8 +42,9 @@ class DetectorRunner:
 
     async def scan(self, texts: Sequence[str], ctx: ScanContext) -> ScanResult:
         detectors = self._by_direction[ctx.direction]
+        names = tuple(det.name for det in detectors)
         if not detectors or not texts:
-            return ScanResult(scanned=True)
+            return ScanResult(scanned=True, detectors=names)
         outcomes = await asyncio.gather(
             *(self._run_one(det, texts, ctx) for det in detectors), return_exceptions=True
         )
@@ -55,7 +57,9 @@ class DetectorRunner:
                 failed.append(det.name)
             else:
                 findings.extend(outcome)
-        return ScanResult(findings=tuple(findings), failed=tuple(failed), scanned=True)
+        return ScanResult(
+            findings=tuple(findings), failed=tuple(failed), scanned=True, detectors=names
+        )
 
     async def _run_one(
         self, detector: Detector, texts: Sequence[str], ctx: ScanContext

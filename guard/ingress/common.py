@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp
 
@@ -25,19 +26,31 @@ def services_of(request: HTTPRequest) -> Services:
 
 async def read_inbound(request: HTTPRequest) -> Inbound:
     scope = request.scope
+    """The request as guard needs it. A body over the limit is not read: the Inbound
+    carries the refusal, so the pipeline records the exchange before refusing it."""
     limit = services_of(request).settings.server.max_body_bytes
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     declared = next((v for k, v in headers if k.lower() == "content-length"), "")
+    too_large = BodyTooLarge(f"The request body is over the limit of {limit} bytes")
+    body, refused = b"", None
     if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"The request body is over the limit of {limit} bytes")
+        refused = too_large
+    else:
+        try:
+            body = await request.body()
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
+            refused = too_large
     client = scope.get("client")
     return Inbound(
         method=scope["method"],
         path=scope["path"],
         query=scope["query_string"].decode("latin-1"),
         headers=headers,
-        body=await request.body(),
+        body=body,
         client=client[0] if client else "",
+        refused=refused,
     )
 
 

@@ -8,6 +8,7 @@ import time
 from litestar import get
 from litestar.response import Response
 
+from guard.audit.recorder import AuditRecorder
 from guard.errors import GuardError
 from guard.ingress.common import HTTPRequest, services_of
 from guard.upstream import Upstream, forward
@@ -26,13 +27,35 @@ async def readyz(request: HTTPRequest) -> Response[dict[str, object]]:
     services = services_of(request)
     upstreams = list(services.upstreams)
     probes = await asyncio.gather(*(_probe(u) for u in upstreams))
-    ready = all(p["reachable"] for p in probes)
+    audit = _audit_state(request.app.state.recorder)
+    ready = all(p["reachable"] for p in probes) and bool(audit["accepting"])
     body: dict[str, object] = {
         "status": "ready" if ready else "unavailable",
         "upstreams": dict(zip((u.name for u in upstreams), probes, strict=True)),
         "detectors": services.detectors.names(),
+        "audit": audit,
     }
     return Response(body, status_code=200 if ready else 503)
+
+
+def _audit_state(recorder: AuditRecorder | None) -> dict[str, object]:
+    if recorder is None:
+        return {"enabled": False, "accepting": True}
+    stats = recorder.stats
+    fail_open = recorder.settings.on_spool_failure == "fail_open"
+    return {
+        "enabled": True,
+        "accepting": not recorder.broken or fail_open,
+        "database": "up" if recorder.db_up else "unreachable",
+        "spool_writable": not recorder.broken,
+        "queued": recorder.queued,
+        "spooled_bytes": recorder.spooled_bytes,
+        "written": stats.written,
+        "spooled": stats.spooled,
+        "replayed": stats.replayed,
+        "lost": stats.lost,
+        "dead_letters": stats.dead_letters,
+    }
 
 
 async def _probe(upstream: Upstream) -> dict[str, object]:

@@ -7,10 +7,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp
 
 from guard.ingress.common import HTTPRequest, read_inbound, services_of, to_asgi
-from guard.pipeline.context import Outbound
+from guard.pipeline.flow import run_passthrough
 from guard.settings import PassthroughRoute
-from guard.upstream import forward
-from guard.upstream.forward import request_headers
 
 
 def passthrough_routes(allowed: list[PassthroughRoute]) -> list[HTTPRouteHandler]:
@@ -20,13 +18,7 @@ def passthrough_routes(allowed: list[PassthroughRoute]) -> list[HTTPRouteHandler
 def _handler(entry: PassthroughRoute) -> HTTPRouteHandler:
     async def relay(request: HTTPRequest) -> ASGIApp:
         inbound = await read_inbound(request)
-        upstream = services_of(request).upstreams[entry.upstream]
-        path = entry.path + (f"?{inbound.query}" if inbound.query else "")
-        headers = request_headers(inbound.headers, upstream)
-        reply = await forward(upstream, inbound.method, path, headers, inbound.body or None)
-        return to_asgi(
-            Outbound(reply.status, reply.headers, stream=reply.iter_bytes(), on_close=reply.aclose)
-        )
+        return to_asgi(await run_passthrough(inbound, entry.upstream, services_of(request)))
 
     return route(
         entry.path,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from guard.detectors.base import Direction, ScanContext
 from guard.detectors.runner import NOTHING_SCANNED, ScanResult
+from guard.errors import ClientFacingError
 from guard.policy.engine import ALLOW, Decision
 from guard.protocols.base import Adapter
 from guard.registry.cards import ModelCard
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+# An answer kept for the audit event beyond this is cut; its last chunks are kept
+# apart, because that is where streams report token usage.
+_TAIL_CHUNKS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +32,10 @@ class Inbound:
     headers: list[tuple[str, str]]
     body: bytes
     client: str
+    refused: ClientFacingError | None = None  # set when the ingress would not read it
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
 
 
 @dataclass(slots=True)
@@ -39,27 +50,107 @@ class Outbound:
 
 
 @dataclass(slots=True)
+class Capture:
+    """The answer's bytes as the audit event will keep them, up to a limit."""
+
+    limit: int
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    tail: list[bytes] = field(default_factory=list)
+    truncated: bool = False
+
+    def whole(self, body: bytes) -> None:
+        """A whole answer, already in memory: kept as is, its texts are cut later."""
+        self.chunks, self.size = [body], len(body)
+
+    def add(self, chunk: bytes) -> None:
+        if self.size + len(chunk) <= self.limit and not self.truncated:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            return
+        self.truncated = True
+        self.tail.append(chunk)
+        if len(self.tail) > _TAIL_CHUNKS:
+            del self.tail[0]
+
+
+@dataclass(slots=True)
 class Exchange:
+    """One request from arrival to the last byte sent. The pipeline fills it in as it
+    goes; the audit recorder reads it once it is finished."""
+
     inbound: Inbound
     adapter: Adapter
-    model: ModelCard
-    body: dict[str, Any]
-    stream: bool
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    capture: Capture
     started: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(default_factory=dict)
+    started_wall: float = field(default_factory=time.time)
+    model: ModelCard | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    trace_id: str = ""
     scans: dict[Direction, ScanResult] = field(
         default_factory=lambda: dict.fromkeys(Direction, NOTHING_SCANNED)
     )
     decisions: dict[Direction, Decision] = field(
         default_factory=lambda: dict.fromkeys(Direction, ALLOW)
     )
+    rules: list[tuple[Direction, str, str]] = field(default_factory=list)
+    decided: bool = False
+    policy_version: str | None = None
     rewritten: bool = False
+    # perf_counter instants of the upstream call, and seconds spent guarding the output
+    upstream_sent: float | None = None
+    upstream_first_byte: float | None = None
+    upstream_done: float | None = None
+    guard_out: float = 0.0
+    output_guarded: bool = False  # output detectors were asked about the answer
+    output_complete: bool = False
+    status: int = 0
+    error_code: str | None = None
+    ended: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.trace_id:
+            self.trace_id = trace_id_of(self.inbound.header("traceparent"))
+
+    @property
+    def card(self) -> ModelCard:
+        if self.model is None:  # pragma: no cover - the pipeline routes before it scans
+            raise RuntimeError("the exchange has no model yet")
+        return self.model
 
     def scan_context(self, direction: Direction) -> ScanContext:
-        return ScanContext(direction, self.adapter.route, self.model, self.stream)
+        return ScanContext(direction, self.adapter.route, self.card, self.stream)
 
-    def mark(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        self.timings[stage] = now - since
-        return now
+    def add_scan(self, direction: Direction, scan: ScanResult) -> None:
+        """Scans of one direction add up (a stream is scanned window by window)."""
+        before = self.scans[direction]
+        self.scans[direction] = ScanResult(
+            findings=before.findings + scan.findings,
+            failed=tuple(dict.fromkeys(before.failed + scan.failed)),
+            scanned=True,
+            detectors=tuple(dict.fromkeys(before.detectors + scan.detectors)),
+        )
+
+    def add_decision(self, direction: Direction, decision: Decision) -> None:
+        self.decided = True
+        for rule in decision.rule_ids:
+            hit = (direction, rule, decision.action.name.lower())
+            if hit not in self.rules:
+                self.rules.append(hit)
+        if decision.action > self.decisions[direction].action:
+            self.decisions[direction] = decision
+
+    def finish(self, status: int, error_code: str | None = None) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.ended = time.perf_counter()
+
+
+def trace_id_of(traceparent: str | None) -> str:
+    """The W3C trace id the client sent, or a new one."""
+    if traceparent:
+        match = _TRACEPARENT.match(traceparent.strip())
+        if match and match.group(1) != "0" * 32:
+            return match.group(1)
+    return secrets.token_hex(16)

@@ -1,27 +1,30 @@
 """The order of phases for one exchange, top to bottom. Everything else is called from here.
 
-parse body → route model → scan input → decide → (block | rewrite) → upstream
-→ relay upstream errors | scan output (buffered, or windowed on streams) → client
+admit (audit can record) → parse body → route model → scan input → decide →
+(block | rewrite) → upstream → relay upstream errors | scan output (buffered, or
+windowed on streams) → client → audit event (whatever happened, errors included)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from guard.detectors.base import Direction
 from guard.detectors.runner import DetectorRunner
-from guard.errors import BadRequest, PolicyBlocked, UpstreamError
-from guard.pipeline.context import Exchange, Inbound, Outbound
+from guard.errors import BadRequest, ClientFacingError, PolicyBlocked, UpstreamError
+from guard.pipeline.context import Capture, Exchange, Inbound, Outbound
 from guard.pipeline.streams import StreamGuard
 from guard.policy.actions import apply_redactions
 from guard.policy.engine import Decision, PolicyEngine
-from guard.protocols.base import Adapter, TextRef, write_texts
+from guard.protocols.base import OPAQUE, Adapter, TextRef, write_texts
 from guard.registry.cards import ModelRegistry
 from guard.settings import Settings
 from guard.upstream import UpstreamPool, UpstreamReply, forward
@@ -29,6 +32,16 @@ from guard.upstream.forward import request_headers
 from guard.upstream.sse import EventSplitter
 
 log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """Where finished exchanges go (guard.audit.recorder)."""
+
+    def admit(self) -> None:
+        """Raise a ClientFacingError when events could not be kept (fail closed)."""
+
+    def record(self, ex: Exchange) -> None:
+        """Take a finished exchange; never blocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,26 +53,93 @@ class Services:
     upstreams: UpstreamPool
     detectors: DetectorRunner
     policy: PolicyEngine
+    audit: AuditSink
 
 
 async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Outbound:
-    ex = open_exchange(inbound, adapter, services)
-    await guard_input(ex, services)
-    reply = await send_upstream(ex, services)
-    if reply.status >= 400 or not _is_stream_reply(ex, reply):
-        return await buffered_reply(ex, reply, services)
-    return stream_reply(ex, reply, services)
+    """One guarded exchange, recorded whatever happens to it."""
+    ex = Exchange(inbound, adapter, Capture(services.settings.audit.max_text_bytes))
+    with _recorded_on_error(ex, services):
+        services.audit.admit()
+        if inbound.refused:
+            raise inbound.refused
+        open_exchange(ex, services)
+        await guard_input(ex, services)
+        reply = await send_upstream(ex, services)
+        if reply.status >= 400 or not _is_stream_reply(ex, reply):
+            out = await buffered_reply(ex, reply, services)
+        else:
+            out = stream_reply(ex, reply, services)
+    return audited(ex, out, services)
 
 
-def open_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Exchange:
-    body = parse_json(inbound.body)
+async def run_passthrough(inbound: Inbound, upstream_name: str, services: Services) -> Outbound:
+    """A path the settings let through uninspected: forwarded as is, and recorded."""
+    ex = Exchange(inbound, OPAQUE, Capture(services.settings.audit.max_text_bytes))
+    with _recorded_on_error(ex, services):
+        services.audit.admit()
+        if inbound.refused:
+            raise inbound.refused
+        upstream = services.upstreams[upstream_name]
+        path = inbound.path + (f"?{inbound.query}" if inbound.query else "")
+        headers = request_headers(inbound.headers, upstream)
+        ex.upstream_sent = time.perf_counter()
+        reply = await forward(upstream, inbound.method, path, headers, inbound.body or None)
+        ex.upstream_first_byte = time.perf_counter()
+        out = Outbound(
+            reply.status, reply.headers, stream=_relay_stream(ex, reply), on_close=reply.aclose
+        )
+    return audited(ex, out, services)
+
+
+@contextmanager
+def _recorded_on_error(ex: Exchange, services: Services) -> Iterator[None]:
+    try:
+        yield
+    except ClientFacingError as exc:
+        ex.finish(exc.status, exc.code or exc.type)
+        services.audit.record(ex)
+        raise
+    except asyncio.CancelledError:
+        ex.finish(499, "client_disconnected")
+        services.audit.record(ex)
+        raise
+    except BaseException:
+        ex.finish(500, "internal_error")
+        services.audit.record(ex)
+        raise
+
+
+def audited(ex: Exchange, out: Outbound, services: Services) -> Outbound:
+    """Record a whole answer now; a stream when it closes, however it ends."""
+    if out.stream is None:
+        ex.finish(out.status)
+        services.audit.record(ex)
+        return out
+    close_reply = out.on_close
+
+    async def close() -> None:
+        try:
+            if close_reply is not None:
+                await close_reply()
+        finally:
+            ex.finish(out.status, None if ex.output_complete else "stream_incomplete")
+            services.audit.record(ex)
+
+    out.on_close = close
+    return out
+
+
+def open_exchange(ex: Exchange, services: Services) -> None:
+    body = parse_json(ex.inbound.body)
     model = services.models.lookup(body.get("model"))
-    if adapter.route.startswith("/api/") and services.upstreams[model.upstream].kind != "ollama":
+    route = ex.adapter.route
+    if route.startswith("/api/") and services.upstreams[model.upstream].kind != "ollama":
         raise BadRequest(
             f"The model '{model.name}' is served by an OpenAI-compatible server; use the /v1 routes"
         )
-    stream = adapter.is_stream(body)
-    return Exchange(inbound, adapter, model, body, stream)
+    ex.stream = ex.adapter.is_stream(body)
+    ex.body, ex.model = body, model
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -75,10 +155,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 async def guard_input(ex: Exchange, services: Services) -> None:
-    started = time.perf_counter()
     refs = ex.adapter.request_texts(ex.body)
     ex.rewritten = await enforce(ex, Direction.INPUT, ex.body, refs, services)
-    ex.mark("guard_in", started)
 
 
 async def enforce(
@@ -101,24 +179,26 @@ async def decide(
     ctx = ex.scan_context(direction)
     scan = await services.detectors.scan(texts, ctx)
     decision = services.policy.decide(scan, ctx)
-    ex.scans[direction] = scan
-    if decision.action > ex.decisions[direction].action:
-        ex.decisions[direction] = decision
+    ex.policy_version = services.policy.version
+    ex.add_scan(direction, scan)
+    ex.add_decision(direction, decision)
     return decision
 
 
 async def send_upstream(ex: Exchange, services: Services) -> UpstreamReply:
-    upstream = services.upstreams[ex.model.upstream]
+    card = ex.card
+    upstream = services.upstreams[card.upstream]
     content = ex.inbound.body
-    if ex.rewritten or ex.model.upstream_model != ex.model.name:
-        ex.body["model"] = ex.model.upstream_model
+    if ex.rewritten or card.upstream_model != card.name:
+        ex.body["model"] = card.upstream_model
         content = msgspec.json.encode(ex.body)
     path = ex.adapter.route + (f"?{ex.inbound.query}" if ex.inbound.query else "")
     headers = request_headers(ex.inbound.headers, upstream)
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", "application/json"))
+    ex.upstream_sent = time.perf_counter()
     reply = await forward(upstream, "POST", path, headers, content)
-    ex.timings["upstream_first_byte"] = reply.first_byte_s
+    ex.upstream_first_byte = time.perf_counter()
     return reply
 
 
@@ -131,10 +211,15 @@ def _is_stream_reply(ex: Exchange, reply: UpstreamReply) -> bool:
 
 async def buffered_reply(ex: Exchange, reply: UpstreamReply, services: Services) -> Outbound:
     raw = await reply.read()
-    ex.timings["upstream_total"] = time.perf_counter() - ex.started
+    ex.upstream_done = time.perf_counter()
+    sent = raw
     if reply.status < 400 and services.detectors.active(Direction.OUTPUT):
-        raw = await guard_output(ex, raw, services)
-    return Outbound(reply.status, reply.headers, raw)
+        ex.output_guarded = True
+        sent = await guard_output(ex, raw, services)
+        ex.guard_out = time.perf_counter() - ex.upstream_done
+    ex.capture.whole(raw if services.settings.audit.store_text == "full" else sent)
+    ex.output_complete = True
+    return Outbound(reply.status, reply.headers, sent)
 
 
 async def guard_output(ex: Exchange, raw: bytes, services: Services) -> bytes:
@@ -151,6 +236,7 @@ async def guard_output(ex: Exchange, raw: bytes, services: Services) -> bytes:
 
 def stream_reply(ex: Exchange, reply: UpstreamReply, services: Services) -> Outbound:
     if services.detectors.active(Direction.OUTPUT):
+        ex.output_guarded = True
         chunks = _guarded_stream(ex, reply, services)
     else:
         chunks = _relay_stream(ex, reply)
@@ -161,9 +247,12 @@ async def _relay_stream(ex: Exchange, reply: UpstreamReply) -> AsyncGenerator[by
     """No output detectors: bytes go on as they arrive."""
     try:
         async for chunk in reply.iter_bytes():
+            ex.capture.add(chunk)
             yield chunk
+        ex.upstream_done = time.perf_counter()
+        ex.output_complete = True
     except UpstreamError as exc:
-        log.warning("stream %s ended early: %s", ex.id, exc.message)
+        log.warning("stream %s ended early: %s", ex.trace_id, exc.message)
     finally:
         await reply.aclose()
 
@@ -172,21 +261,35 @@ async def _guarded_stream(
     ex: Exchange, reply: UpstreamReply, services: Services
 ) -> AsyncGenerator[bytes, None]:
     async def scan(texts: list[str]) -> Decision:
-        return await decide(ex, Direction.OUTPUT, texts, services)
+        started = time.perf_counter()
+        try:
+            return await decide(ex, Direction.OUTPUT, texts, services)
+        finally:
+            ex.guard_out += time.perf_counter() - started
 
     guard = StreamGuard(ex.adapter, scan, services.settings.scan.stream_window_chars)
     splitter = EventSplitter(ex.adapter.stream_format)
+    keep_full = services.settings.audit.store_text == "full"
     try:
         async for chunk in reply.iter_bytes():
+            if keep_full:
+                ex.capture.add(chunk)
             for event in splitter.feed(chunk):
                 for out in await guard.feed(event):
+                    if not keep_full:
+                        ex.capture.add(out)
                     yield out
                 if guard.stopped:
+                    ex.output_complete = True  # the policy ended it: all that was sent was scanned
                     return
+        ex.upstream_done = time.perf_counter()
         for out in await guard.finish(splitter.flush()):
+            if not keep_full:
+                ex.capture.add(out)
             yield out
+        ex.output_complete = True
     except UpstreamError as exc:
-        log.warning("stream %s ended early: %s", ex.id, exc.message)
+        log.warning("stream %s ended early: %s", ex.trace_id, exc.message)
     finally:
         await reply.aclose()
 

@@ -50,11 +50,18 @@ ALLOW = Decision()
 
 
 class PolicyEngine(Protocol):
+    @property
+    def version(self) -> str:
+        """The policy bundle's version, recorded with every decision."""
+        ...
+
     def decide(self, scan: ScanResult, ctx: ScanContext) -> Decision: ...
 
 
 class AllowAll:
     """No policies loaded: allow scanned text, block text a detector failed to scan."""
+
+    version = "builtin:allow-all"
 
     def decide(self, scan: ScanResult, ctx: ScanContext) -> Decision:
         if scan.failed:

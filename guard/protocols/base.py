@@ -15,6 +15,7 @@ from guard.errors import BadRequest
 
 JSONPath = tuple[str | int, ...]
 StreamFormat = Literal["sse", "ndjson"]
+Usage = tuple[int | None, int | None]  # prompt tokens, completion tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,34 @@ class Adapter:
     def filtered_final_chunk(self, last_chunk: Any, choices: Sequence[int]) -> Any:
         """The chunk that ends a stream a policy stopped."""
         raise NotImplementedError
+
+    def usage(self, body: Any) -> Usage | None:
+        """The token counts an answer or a stream chunk reports, if it reports any."""
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        return counts(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+class Opaque(Adapter):
+    """A passthrough path: nothing in it is read."""
+
+    route = "passthrough"
+
+    def request_texts(self, body: dict[str, Any]) -> list[TextRef]:
+        return []
+
+
+OPAQUE = Opaque()
+
+
+def counts(prompt: Any, completion: Any) -> Usage | None:
+    def valid(value: Any) -> int | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+        return value if ok else None
+
+    found = (valid(prompt), valid(completion))
+    return found if found != (None, None) else None
 
 
 def write_texts(body: Any, refs: Sequence[TextRef], texts: Sequence[str]) -> None:

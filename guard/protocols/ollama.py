@@ -10,15 +10,24 @@ from guard.errors import BadRequest
 from guard.protocols.base import (
     Adapter,
     TextRef,
+    Usage,
     as_list,
     as_object,
+    counts,
     optional_string,
     string_leaves,
     text_inputs,
 )
 
 
-class OllamaChat(Adapter):
+class _Ollama(Adapter):
+    def usage(self, body: Any) -> Usage | None:
+        if not isinstance(body, dict):
+            return None
+        return counts(body.get("prompt_eval_count"), body.get("eval_count"))
+
+
+class OllamaChat(_Ollama):
     route = "/api/chat"
     stream_format = "ndjson"
     stream_by_default = True
@@ -57,7 +66,7 @@ class OllamaChat(Adapter):
         }
 
 
-class OllamaGenerate(Adapter):
+class OllamaGenerate(_Ollama):
     route = "/api/generate"
     stream_format = "ndjson"
     stream_by_default = True
@@ -93,7 +102,7 @@ class OllamaGenerate(Adapter):
         }
 
 
-class OllamaEmbed(Adapter):
+class OllamaEmbed(_Ollama):
     route = "/api/embed"
 
     def request_texts(self, body: dict[str, Any]) -> list[TextRef]:

@@ -62,6 +62,8 @@ class BrokenDetector:
 
 
 class MarkerPolicy:
+    version = "test:markers"
+
     def decide(self, scan: ScanResult, ctx: ScanContext) -> Decision:
         if scan.failed:
             return Decision(Action.BLOCK, ("fail-closed",), "scan failed", 503)

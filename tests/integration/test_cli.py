@@ -1,5 +1,6 @@
 """The guard command: serve on a real port, refuse bad settings with one clear line."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from tests.fakes.guard_server import free_port
 GUARD = [sys.executable, "-m", "guard"]
 
 
-def run(*args, env=None):
+def run(*args, env=None, cwd=None):
     return subprocess.run(
         [*GUARD, *args],
         capture_output=True,
@@ -21,6 +22,7 @@ def run(*args, env=None):
         timeout=60,
         env={**os.environ, **(env or {})},
         check=False,
+        cwd=cwd,
     )
 
 
@@ -41,18 +43,27 @@ def test_config_check_and_models_print_effective_settings(tmp_path):
     assert "qwen2.5-0.5b-instruct\tlocal\tapache-2.0\tcommercial" in models.stdout
 
 
-def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream):
+def test_serve_refuses_an_unmigrated_audit_database(tmp_path):
+    result = run("serve", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "run `guard db upgrade`" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream, tmp_path):
     port = free_port()
     env = {
         **os.environ,
         "GUARD_UPSTREAMS": f'[{{"name": "local", "base_url": "{upstream.base_url}"}}]',
     }
+    assert run("db", "upgrade", cwd=tmp_path).returncode == 0
     proc = subprocess.Popen(
         [*GUARD, "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=tmp_path,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -83,3 +94,9 @@ def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream):
     assert proc.returncode in {0, -signal.SIGTERM}, output
     assert "Application shutdown complete" in output
     assert "hi" not in output.replace("Shutting", "").replace("Finished", "")
+    # The exchange was recorded before the process ended.
+    listed = run("audit", "list", "--format", "jsonl", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [event] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (event["model"], event["status"]) == ("qwen2.5-0.5b-instruct", 200)
+    assert run("audit", "verify", cwd=tmp_path).returncode == 0

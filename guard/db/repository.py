@@ -1,0 +1,233 @@
+"""All database access goes through here: the recorder's writes, the compliance
+queries' reads, retention. Nothing else opens a connection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from guard.audit.events import AuditEvent
+from guard.db import models
+
+_EVENT_COLUMNS = [c.name for c in models.events.columns]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainInfo:
+    id: str
+    instance: str
+    started_at: datetime
+    keyed: bool
+    head_seq: int = 0
+    head_hash: str = ""
+    anchor_seq: int = 0
+    anchor_hash: str | None = None
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached; what was being written was not."""
+
+
+class AuditRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # -- writes ---------------------------------------------------------------
+
+    def write(self, events: Sequence[AuditEvent], chains: dict[str, ChainInfo]) -> None:
+        """Insert sealed events and move their chains' heads, in one transaction.
+
+        Idempotent: an event already stored (a spool replayed twice) is skipped, and
+        a head never moves back, so replaying is exactly-once by construction.
+        """
+        if not events:
+            return
+        rows, finding_rows, rule_rows = _rows(events)
+        with self._connect() as conn, conn.begin():
+            conn.execute(self._insert(models.events).on_conflict_do_nothing(), rows)
+            if finding_rows:
+                conn.execute(self._insert(models.findings).on_conflict_do_nothing(), finding_rows)
+            if rule_rows:
+                conn.execute(self._insert(models.rule_hits).on_conflict_do_nothing(), rule_rows)
+            for chain_id, chained in groupby(events, key=lambda e: e.chain_id):
+                last = list(chained)[-1]
+                self._move_head(conn, chains[chain_id], last.seq, last.hash)
+
+    def _move_head(self, conn: sa.Connection, chain: ChainInfo, seq: int, head: str) -> None:
+        table = models.chains
+        stmt = self._insert(table).values(
+            id=uuid.UUID(chain.id),
+            instance=chain.instance,
+            started_at=chain.started_at,
+            keyed=chain.keyed,
+            head_seq=seq,
+            head_hash=head,
+            anchor_seq=0,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[table.c.id],
+                set_={"head_seq": stmt.excluded.head_seq, "head_hash": stmt.excluded.head_hash},
+                where=table.c.head_seq < stmt.excluded.head_seq,
+            )
+        )
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+
+    def _connect(self) -> sa.Connection:
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise DatabaseUnavailable(type(exc.orig).__name__) from None
+
+    def ping(self) -> bool:
+        try:
+            with self._connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except (DatabaseUnavailable, sa.exc.DBAPIError):
+            return False
+        return True
+
+    # -- reads ----------------------------------------------------------------
+
+    def chains(self) -> list[ChainInfo]:
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(models.chains).order_by(models.chains.c.started_at))
+            return [_chain(row._mapping) for row in rows]
+
+    def chain(self, chain_id: str) -> ChainInfo | None:
+        table = models.chains
+        with self._connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.id == uuid.UUID(chain_id))).first()
+        return _chain(row._mapping) if row else None
+
+    def chain_events(
+        self, chain_id: str, after_seq: int, up_to_seq: int | None = None, batch: int = 2000
+    ) -> Iterator[AuditEvent]:
+        """A chain's events in ``seq`` order, read in keyset pages."""
+        table = models.events
+        while True:
+            stmt = (
+                sa.select(table)
+                .where(table.c.chain_id == uuid.UUID(chain_id), table.c.seq > after_seq)
+                .order_by(table.c.seq)
+                .limit(batch)
+            )
+            if up_to_seq is not None:
+                stmt = stmt.where(table.c.seq <= up_to_seq)
+            with self._connect() as conn:
+                page = [event_of(row._mapping) for row in conn.execute(stmt)]
+            yield from page
+            if len(page) < batch:
+                return
+            after_seq = page[-1].seq
+
+    def first_since(self, chain_id: str, since: datetime) -> AuditEvent | None:
+        table = models.events
+        stmt = (
+            sa.select(table)
+            .where(table.c.chain_id == uuid.UUID(chain_id), table.c.ended_at >= since)
+            .order_by(table.c.seq)
+            .limit(1)
+        )
+        with self._connect() as conn:
+            row = conn.execute(stmt).first()
+        return event_of(row._mapping) if row else None
+
+    def events(self, stmt: sa.Select[Any]) -> list[AuditEvent]:
+        with self._connect() as conn:
+            return [event_of(row._mapping) for row in conn.execute(stmt)]
+
+    def iter_events(self, stmt: sa.Select[Any], batch: int = 2000) -> Iterator[AuditEvent]:
+        with self._connect() as conn:
+            result = conn.execution_options(yield_per=batch).execute(stmt)
+            for row in result:
+                yield event_of(row._mapping)
+
+    def rows(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
+    # -- retention ------------------------------------------------------------
+
+    def purge(self, before: datetime) -> int:
+        """Delete each chain's events that ended before ``before``, as a prefix of the
+        chain, and anchor the chain at the last deleted event so it still verifies."""
+        events, chains = models.events, models.chains
+        deleted = 0
+        with self._connect() as conn, conn.begin():
+            cuts = conn.execute(
+                sa.select(events.c.chain_id, sa.func.max(events.c.seq))
+                .where(events.c.ended_at < before)
+                .group_by(events.c.chain_id)
+            ).all()
+            for chain_id, seq in cuts:
+                anchor = conn.execute(
+                    sa.select(events.c.hash).where(
+                        events.c.chain_id == chain_id, events.c.seq == seq
+                    )
+                ).scalar_one()
+                gone = conn.execute(
+                    sa.delete(events).where(events.c.chain_id == chain_id, events.c.seq <= seq)
+                )
+                deleted += gone.rowcount
+                conn.execute(
+                    sa.update(chains)
+                    .where(chains.c.id == chain_id)
+                    .values(anchor_seq=seq, anchor_hash=anchor)
+                )
+        return deleted
+
+
+def _rows(
+    events: Sequence[AuditEvent],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    finding_rows: list[dict[str, Any]] = []
+    rule_rows: list[dict[str, Any]] = []
+    for ev in events:
+        row = msgspec.to_builtins(ev, builtin_types=(datetime,))
+        event_id = row["id"] = uuid.UUID(ev.id)
+        row["chain_id"] = uuid.UUID(ev.chain_id)
+        rows.append(row)
+        finding_rows.extend({"event_id": event_id, **f} for f in row["findings"])
+        rule_rows.extend({"event_id": event_id, **r} for r in row["rules"])
+    return rows, finding_rows, rule_rows
+
+
+def event_of(row: Any) -> AuditEvent:
+    """An event as stored, in the exact form its hash was computed over."""
+    data = {name: row[name] for name in _EVENT_COLUMNS}
+    data["id"], data["chain_id"] = str(data["id"]), str(data["chain_id"])
+    data["started_at"] = as_utc(data["started_at"])
+    data["ended_at"] = as_utc(data["ended_at"])
+    return msgspec.convert(data, AuditEvent, builtin_types=(datetime,))
+
+
+def as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _chain(row: Any) -> ChainInfo:
+    return ChainInfo(
+        id=str(row["id"]),
+        instance=row["instance"],
+        started_at=as_utc(row["started_at"]),
+        keyed=row["keyed"],
+        head_seq=row["head_seq"],
+        head_hash=row["head_hash"],
+        anchor_seq=row["anchor_seq"],
+        anchor_hash=row["anchor_hash"],
+    )

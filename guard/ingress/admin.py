@@ -1,0 +1,138 @@
+"""The admin API's audit queries under /admin/audit: read-only, behind a token of its
+own that no client key can be (``admin.token_env``)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from litestar import Router, get
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
+from litestar.response import Response, Stream
+from pydantic import ValidationError
+
+from guard.audit import queries
+from guard.audit.chain import verify_trail
+from guard.db.repository import AuditRepository
+from guard.errors import AuditUnavailable, BadRequest, NotFound, Unauthorized
+from guard.ingress.common import HTTPRequest, services_of
+
+_MAX_LIMIT = 10_000
+_CONTROL = {"limit", "format"}
+
+
+def _require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    settings = connection.app.state.services.settings
+    expected = os.environ.get(settings.admin.token_env, "")
+    given = connection.headers.get("authorization", "")
+    scheme, _sep, token = given.partition(" ")
+    if not expected:
+        raise Unauthorized(f"The admin API is off: set {settings.admin.token_env} to enable it")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("A valid admin token is required")
+
+
+def _repo(request: HTTPRequest) -> AuditRepository:
+    recorder = request.app.state.recorder
+    if recorder is None:
+        raise AuditUnavailable("The audit trail is off (audit.enabled: false)")
+    repo: AuditRepository = recorder.repo
+    return repo
+
+
+def _filter(request: HTTPRequest) -> queries.AuditFilter:
+    params = {k: v for k, v in request.query_params.items() if k not in _CONTROL}
+    try:
+        return queries.AuditFilter(**params)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        name = str(error["loc"][0]) if error["loc"] else "query"
+        message = "unknown parameter" if error["type"] == "extra_forbidden" else error["msg"]
+        raise BadRequest(f"'{name}': {message}", param=name) from None
+
+
+def _choice(request: HTTPRequest, name: str, allowed: tuple[str, ...]) -> str:
+    value = request.query_params.get(name, allowed[0])
+    if value not in allowed:
+        raise BadRequest(f"'{name}' must be one of {', '.join(allowed)}", param=name)
+    return value
+
+
+def _limit(request: HTTPRequest) -> int:
+    raw = request.query_params.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
+        raise BadRequest(f"'limit' must be an integer from 1 to {_MAX_LIMIT}", param="limit")
+    return int(raw)
+
+
+@get("/events")
+async def list_events(request: HTTPRequest) -> Response[Any]:
+    """Events, newest first: ``format`` json (default), jsonl or csv."""
+    repo, where = _repo(request), _filter(request)
+    fmt = _choice(request, "format", ("json", "jsonl", "csv"))
+    events = await asyncio.to_thread(repo.events, queries.list_events(where, _limit(request)))
+    if fmt == "json":
+        return Response({"data": [queries.to_json(e) for e in events]})
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    return Response("".join(queries.render(events, fmt)), media_type=media)  # type: ignore[arg-type]
+
+
+@get("/events/{event_id:uuid}")
+async def show_event(request: HTTPRequest, event_id: FromPath[uuid.UUID]) -> dict[str, Any]:
+    found = await asyncio.to_thread(_repo(request).events, queries.one_event(event_id))
+    if not found:
+        raise NotFound(f"No audit event {event_id}")
+    return queries.to_json(found[0])
+
+
+@get("/stats")
+async def stats(request: HTTPRequest) -> dict[str, Any]:
+    repo, where = _repo(request), _filter(request)
+    return await asyncio.to_thread(queries.stats, repo, where)
+
+
+@get("/export")
+async def export(request: HTTPRequest) -> Stream:
+    """An evidence file with every field and the chain hashes, streamed."""
+    repo, where = _repo(request), _filter(request)
+    fmt = _choice(request, "format", ("jsonl", "csv"))
+    events = repo.iter_events(queries.export_events(where))
+    body: Iterator[bytes | str] = (
+        queries.jsonl(events)
+        if fmt == "jsonl"
+        else queries.csv_lines(events, queries.EXPORT_COLUMNS)
+    )
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    return Stream(body, media_type=media)
+
+
+@get("/verify")
+async def verify(request: HTTPRequest) -> Response[dict[str, Any]]:
+    settings = services_of(request).settings.audit
+    key = os.environ[settings.chain_key_env].encode() if settings.chain_key_env else None
+    reports = await asyncio.to_thread(verify_trail, _repo(request), key)
+    chains = [
+        {
+            "chain_id": r.chain_id,
+            "instance": r.instance,
+            "checked": r.checked,
+            "problem": r.problem.describe() if r.problem else None,
+        }
+        for r in reports
+    ]
+    ok = all(r.problem is None for r in reports)
+    return Response({"ok": ok, "chains": chains}, status_code=200 if ok else 409)
+
+
+ROUTER = Router(
+    path="/admin/audit",
+    route_handlers=[list_events, show_event, stats, export, verify],
+    guards=[_require_admin],
+    include_in_schema=True,
+)
