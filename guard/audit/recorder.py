@@ -148,15 +148,15 @@ class AuditRecorder:
         return self.settings.flush_interval
 
     def _cycle(self) -> None:
+        # Oldest first: the spool, then what could not be spooled, then the queue.
+        if self._replay_pending() and self._db_worth_trying():
+            self._replay()
         if self._held:
             if not self._keep(self._held):
                 return
             self._held = []
-        if self._replay_pending() and self._db_worth_trying():
-            self._replay()
         while self._queue:
             batch = self._take()
-            self._inflight = len(batch)
             sealed = [self._sealer.seal(self._build(item)) for item in batch]
             kept = self._keep(sealed)
             self._held, self._inflight = ([] if kept else sealed), 0
@@ -165,7 +165,9 @@ class AuditRecorder:
 
     def _take(self) -> list[Exchange | AuditEvent]:
         queue = self._queue
-        return [queue.popleft() for _ in range(min(len(queue), self.settings.batch_size))]
+        # Counted as in flight before they leave the queue, so flush() never sees a gap.
+        self._inflight = min(len(queue), self.settings.batch_size)
+        return [queue.popleft() for _ in range(self._inflight)]
 
     def _build(self, item: Exchange | AuditEvent) -> AuditEvent:
         if isinstance(item, AuditEvent):
@@ -179,7 +181,7 @@ class AuditRecorder:
 
     def _keep(self, sealed: list[AuditEvent]) -> bool:
         """Into the database when it is up and nothing waits before them; else the spool."""
-        direct = self.db_up and not self._replay_pending()
+        direct = self._db_worth_trying() and not self._replay_pending()
         if direct and self._write(sealed, {self.chain.id: self.chain}):
             self.stats.written += len(sealed)
             self.broken = False
@@ -271,6 +273,7 @@ class AuditRecorder:
         self._spool.close()
         for spool in self._orphans:
             spool.close()
+        self.repo.engine.dispose()
 
     def _lose(self, count: int) -> None:
         self.stats.lost += count

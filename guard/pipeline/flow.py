@@ -147,6 +147,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON ({_reason(exc)})") from None
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not valid UTF-8") from None
     except RecursionError:
         raise BadRequest("The request body nests too deeply") from None
     if not isinstance(body, dict):
@@ -225,7 +227,7 @@ async def buffered_reply(ex: Exchange, reply: UpstreamReply, services: Services)
 async def guard_output(ex: Exchange, raw: bytes, services: Services) -> bytes:
     try:
         body = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         # An answer guard cannot read is not passed on as if it had been checked.
         raise UpstreamError("The upstream's answer was not valid JSON") from None
     refs = ex.adapter.response_texts(body)

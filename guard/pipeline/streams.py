@@ -91,7 +91,7 @@ class StreamGuard:
             return None
         try:
             obj = msgspec.json.decode(data)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
         self._last = obj
         return obj

@@ -241,3 +241,10 @@ def test_deep_nesting_is_400_not_500(guard, upstream):
     assert httpx.post(f"{guard.url}/api/chat", content=body).status_code == 200
     sent = upstream.requests[-1].json()
     assert sent["messages"] == json.loads(body)["messages"]
+
+
+def test_invalid_utf8_is_400_not_500(guard, upstream):
+    body = b'{"model": "m1", "messages": [{"role": "user", "content": "\xff\xfe"}]}'
+    error = openai_error(httpx.post(f"{guard.url}/v1/chat/completions", content=body), 400)
+    assert error["message"] == "The request body is not valid UTF-8"
+    assert upstream.requests == []
