@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from guard import __version__
-from guard.audit import NoAudit, open_recorder
+from guard.audit.writer import NoAudit, open_writer
 from guard.detectors.registry import DetectorRegistry
 from guard.detectors.runner import DetectorRunner
 from guard.errors import (
@@ -32,7 +32,7 @@ from guard.ingress.passthrough import passthrough_routes
 from guard.pipeline.flow import Services
 from guard.policy.engine import AllowAll, PolicyEngine
 from guard.registry.cards import ModelRegistry
-from guard.settings import Settings, load_settings
+from guard.settings import LOG_FORMAT, Settings, load_settings
 from guard.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         recorder = None
         if settings.audit.enabled:
-            recorder = await asyncio.to_thread(open_recorder, settings.audit)
+            recorder = await asyncio.to_thread(open_writer, settings.audit)
         else:
             log.warning("audit: disabled (audit.enabled: false); no exchange is recorded")
         upstreams = UpstreamPool(settings.upstreams)
@@ -110,9 +110,7 @@ def configure_logging(level: str) -> None:
     """Plain lines on stderr; a no-op where logging is already set up (tests, a host app)."""
     if logging.getLogger().handlers:
         return
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     # Alembic narrates every step at INFO; `guard db` prints what happened itself.

@@ -8,7 +8,6 @@ or in full) and cut at ``max_text_bytes``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,10 +15,10 @@ import msgspec
 import uuid_utils.compat as uuid_compat
 
 from guard.detectors.base import Direction
-from guard.detectors.runner import ScanResult
 from guard.pipeline.context import Exchange
-from guard.policy.engine import Action
-from guard.protocols.base import Usage
+from guard.policy.actions import apply_redactions
+from guard.policy.engine import Action, Redaction
+from guard.protocols.base import OPAQUE, Adapter, Usage
 from guard.upstream.sse import DONE, EventSplitter, sse_data
 
 ScanStatus = Literal["scanned", "partially_scanned", "unscanned", "degraded"]
@@ -101,73 +100,176 @@ def utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def from_exchange(ex: Exchange, store_text: StoreText) -> AuditEvent:
-    """The event of a finished exchange. Runs on the recorder's thread."""
-    total = ex.ended - ex.started
+class Scanned(msgspec.Struct, frozen=True, array_like=True):
+    """One direction's scans, as the audit event needs them."""
+
+    findings: list[tuple[str, str, float, int, int, int]]  # detector, label, score, text, span
+    failed: list[str]
+    detectors: list[str]
+    scanned: bool
+    blocked: bool
+
+
+class ExchangeRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A finished exchange reduced to plain values: cheap to take on the request path,
+    cheap to send to the writer process, enough to build the AuditEvent there."""
+
+    started_wall: float
+    total: float
+    guard_in: float
+    ttfb: float | None
+    upstream_total: float | None
+    guard_out: float | None
+    client: str
+    method: str
+    path: str
+    route: str
+    card: tuple[str, str, str, str, bool, bool, str | None] | None
+    request_body: bytes
+    answer: bytes
+    answer_tail: list[bytes]
+    answer_limit: int
+    truncated: bool
+    stream: bool
+    status: int
+    error_code: str | None
+    decided: bool
+    decision: int
+    policy_version: str | None
+    rules: list[tuple[str, str, str]]
+    input: Scanned
+    output: Scanned
+    output_guarded: bool
+    output_complete: bool
+    trace_id: str
+
+
+def record_of(ex: Exchange) -> ExchangeRecord:
+    """Runs on the request path: attribute reads and one join, nothing else."""
+    sent, first, done = ex.upstream_sent, ex.upstream_first_byte, ex.upstream_done
     card = ex.model
-    answers = _answer_bodies(ex)
-    request_texts, response_texts, cut = _texts(ex, answers, store_text)
-    usage, source = _usage(ex, answers)
+    lic = card.licence if card else None
+    return ExchangeRecord(
+        ex.started_wall,
+        ex.ended - ex.started,
+        (sent if sent is not None else ex.ended) - ex.started,
+        first - sent if first is not None and sent is not None else None,
+        done - sent if done is not None and sent is not None else None,
+        ex.guard_out if first is not None else None,
+        ex.inbound.client,
+        ex.inbound.method,
+        ex.inbound.path,
+        ex.adapter.route,
+        (card.name, card.upstream, card.upstream_model, lic.id, lic.commercial_use,
+         lic.attribution_required, lic.revision) if card and lic else None,
+        ex.inbound.body,
+        b"".join(ex.capture.chunks),
+        ex.capture.tail,
+        ex.capture.limit,
+        ex.capture.truncated,
+        ex.stream,
+        ex.status,
+        ex.error_code,
+        ex.decided,
+        max(d.action for d in ex.decisions.values()),
+        ex.policy_version,
+        [(d.value, rule, action) for d, rule, action in ex.rules],
+        _scanned(ex, Direction.INPUT),
+        _scanned(ex, Direction.OUTPUT),
+        ex.output_guarded,
+        ex.output_complete,
+        ex.trace_id,
+    )  # fmt: skip
+
+
+def _scanned(ex: Exchange, direction: Direction) -> Scanned:
+    scan = ex.scans[direction]
+    findings = [
+        (f.detector, f.label, f.score, f.text_index, *(f.span or (-1, -1))) for f in scan.findings
+    ]
+    blocked = ex.decisions[direction].blocks
+    return Scanned(findings, list(scan.failed), list(scan.detectors), scan.scanned, blocked)
+
+
+def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
+    """The event of a finished exchange. Runs in the writer, off the request path."""
+    adapter = adapter_for(rec.route)
+    body = _json(rec.request_body)
+    card = rec.card
+    answers = _answer_bodies(rec, adapter)
+    request_texts = _request_texts(adapter, body)
+    response_texts = _joined_answer(rec, adapter, answers)
+    kept_in, kept_out, cut = _kept(rec, request_texts, response_texts, store_text)
+    usage, source = _usage(rec, adapter, answers, request_texts, response_texts)
     return AuditEvent(
         id=new_event_id(),
-        started_at=utc(ex.started_wall),
-        ended_at=utc(ex.started_wall + total),
-        client_address=clean(ex.inbound.client, 64),
-        method=clean(ex.inbound.method, 16),
-        route=clean(ex.inbound.path, 256),
-        model=card.name if card else _requested_model(ex),
-        upstream=card.upstream if card else None,
-        upstream_model=card.upstream_model if card else None,
-        licence_id=card.licence.id if card else None,
-        licence_commercial_use=card.licence.commercial_use if card else None,
-        licence_attribution_required=card.licence.attribution_required if card else None,
-        model_revision=card.licence.revision if card else None,
-        policy_version=ex.policy_version,
-        decision=_decision(ex),
-        status=ex.status,
-        error_code=ex.error_code,
-        input_scan=_input_status(ex),
-        output_scan=_output_status(ex),
-        stream=ex.stream,
-        findings=summarise(ex.scans.items()),
-        rules=tuple(RuleHit(d.value, clean(rule, 128), action) for d, rule, action in ex.rules),
-        request_texts=request_texts,
-        response_texts=response_texts,
+        started_at=utc(rec.started_wall),
+        ended_at=utc(rec.started_wall + rec.total),
+        client_address=clean(rec.client, 64),
+        method=clean(rec.method, 16),
+        route=clean(rec.path, 256),
+        model=card[0] if card else _requested_model(body),
+        upstream=card[1] if card else None,
+        upstream_model=card[2] if card else None,
+        licence_id=card[3] if card else None,
+        licence_commercial_use=card[4] if card else None,
+        licence_attribution_required=card[5] if card else None,
+        model_revision=card[6] if card else None,
+        policy_version=rec.policy_version,
+        decision=Action(rec.decision).name.lower() if rec.decided else None,
+        status=rec.status,
+        error_code=rec.error_code,
+        input_scan=_status(rec.input, complete=True),
+        output_scan=_output_status(rec),
+        stream=rec.stream,
+        findings=summarise(rec),
+        rules=tuple(RuleHit(d, clean(rule, 128), action) for d, rule, action in rec.rules),
+        request_texts=kept_in,
+        response_texts=kept_out,
         texts_truncated=cut,
         prompt_tokens=usage[0],
         completion_tokens=usage[1],
         usage_source=source,
-        trace_id=ex.trace_id,
-        **_latency(ex, total),  # type: ignore[arg-type]  # the five latency fields
+        guard_in_ms=_ms(rec.guard_in),
+        upstream_ttfb_ms=_ms(rec.ttfb),
+        upstream_total_ms=_ms(rec.upstream_total),
+        guard_out_ms=_ms(rec.guard_out),
+        total_ms=_ms(rec.total) or 0.0,
+        trace_id=rec.trace_id,
     )
 
 
-def bare_event(ex: Exchange) -> AuditEvent:
+def bare_event(rec: ExchangeRecord) -> AuditEvent:
     """What is certain about an exchange whose full event could not be built."""
-    total = ex.ended - ex.started
     return AuditEvent(
         id=new_event_id(),
-        started_at=utc(ex.started_wall),
-        ended_at=utc(ex.started_wall + total),
-        client_address=clean(ex.inbound.client, 64),
-        method=clean(ex.inbound.method, 16),
-        route=clean(ex.inbound.path, 256),
-        model=ex.model.name if ex.model else None,
-        status=ex.status,
+        started_at=utc(rec.started_wall),
+        ended_at=utc(rec.started_wall + rec.total),
+        client_address=clean(rec.client, 64),
+        method=clean(rec.method, 16),
+        route=clean(rec.path, 256),
+        model=rec.card[0] if rec.card else None,
+        status=rec.status,
         error_code="audit_details_missing",
-        total_ms=round(total * 1000, 3),
-        trace_id=ex.trace_id,
+        total_ms=_ms(rec.total) or 0.0,
+        trace_id=rec.trace_id,
     )
 
 
-def summarise(scans: Iterable[tuple[Direction, ScanResult]]) -> tuple[FindingCount, ...]:
+def adapter_for(route: str) -> Adapter:
+    from guard.protocols import ADAPTERS  # noqa: PLC0415  # protocols import nothing of audit
+
+    return ADAPTERS.get(route, OPAQUE)
+
+
+def summarise(rec: ExchangeRecord) -> tuple[FindingCount, ...]:
     """Types, counts and max scores per direction: never what was found."""
     tally: dict[tuple[str, str, str], tuple[int, float]] = {}
-    for direction, scan in scans:
-        for f in scan.findings:
-            key = (direction.value, clean(f.detector, 64), clean(f.label, 128))
+    for direction, scan in (("input", rec.input), ("output", rec.output)):
+        for detector, label, score, *_ in scan.findings:
+            key = (direction, clean(detector, 64), clean(label, 128))
             count, top = tally.get(key, (0, 0.0))
-            tally[key] = (count + 1, max(top, f.score))
+            tally[key] = (count + 1, max(top, score))
     return tuple(
         FindingCount(d, det, label, count, round(top, 6))
         for (d, det, label), (count, top) in sorted(tally.items())
@@ -183,69 +285,46 @@ def clean(text: str, limit: int | None = None) -> str:
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
-def _requested_model(ex: Exchange) -> str | None:
-    name = ex.body.get("model") if ex.body else None
+def _requested_model(body: Any) -> str | None:
+    name = body.get("model") if isinstance(body, dict) else None
     return clean(name, 256) if isinstance(name, str) else None
 
 
-def _decision(ex: Exchange) -> str | None:
-    if not ex.decided:
-        return None
-    action = max(d.action for d in ex.decisions.values())
-    return Action(action).name.lower()
-
-
-def _input_status(ex: Exchange) -> ScanStatus:
-    return _status(ex, Direction.INPUT, complete=True)
-
-
-def _output_status(ex: Exchange) -> ScanStatus:
-    if ex.status >= 400 or not ex.output_guarded:
+def _output_status(rec: ExchangeRecord) -> ScanStatus:
+    if rec.status >= 400 or not rec.output_guarded:
         return "unscanned"
-    return _status(ex, Direction.OUTPUT, complete=ex.output_complete)
+    return _status(rec.output, complete=rec.output_complete)
 
 
-def _status(ex: Exchange, direction: Direction, *, complete: bool) -> ScanStatus:
+def _status(scan: Scanned, *, complete: bool) -> ScanStatus:
     """What the detectors covered. A stream that ended early (the client left, the
     upstream failed) was scanned as far as it got: nothing unscanned was sent. A
     detector that failed makes it ``degraded`` if the text went on anyway (failed
     open), ``unscanned`` if the policy blocked it for that (failed closed)."""
-    scan = ex.scans[direction]
     if not complete:
         return "partially_scanned"
     if not scan.scanned or not scan.detectors:
         return "unscanned"
     if scan.failed:
-        return "unscanned" if ex.decisions[direction].blocks else "degraded"
+        return "unscanned" if scan.blocked else "degraded"
     return "scanned"
 
 
-def _latency(ex: Exchange, total: float) -> dict[str, float | None]:
-    def ms(seconds: float | None) -> float | None:
-        return None if seconds is None else round(seconds * 1000, 3)
-
-    sent, first, done = ex.upstream_sent, ex.upstream_first_byte, ex.upstream_done
-    return {
-        "guard_in_ms": ms((sent if sent is not None else ex.ended) - ex.started),
-        "upstream_ttfb_ms": ms(first - sent) if first is not None and sent is not None else None,
-        "upstream_total_ms": ms(done - sent) if done is not None and sent is not None else None,
-        "guard_out_ms": ms(ex.guard_out) if first is not None else None,
-        "total_ms": ms(total) or 0.0,
-    }
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _answer_bodies(ex: Exchange) -> list[Any]:
+def _answer_bodies(rec: ExchangeRecord, adapter: Adapter) -> list[Any]:
     """The answer as parsed JSON objects: one body, or the stream's chunks in order."""
-    if ex.status >= 400 or not ex.capture.chunks:
+    if rec.status >= 400 or not rec.answer or adapter is OPAQUE:
         return []
-    if not ex.stream:
-        return [_json(b"".join(ex.capture.chunks))]
-    splitter = EventSplitter(ex.adapter.stream_format)
-    events = [e for chunk in ex.capture.chunks for e in splitter.feed(chunk)]
-    events.append(splitter.flush())
-    tail = EventSplitter(ex.adapter.stream_format)
-    events.extend(e for chunk in ex.capture.tail for e in tail.feed(chunk))
-    sse = ex.adapter.stream_format == "sse"
+    if not rec.stream:
+        return [_json(rec.answer)]
+    splitter = EventSplitter(adapter.stream_format)
+    events = [*splitter.feed(rec.answer), splitter.flush()]
+    tail = EventSplitter(adapter.stream_format)
+    events.extend(e for chunk in rec.answer_tail for e in tail.feed(chunk))
+    sse = adapter.stream_format == "sse"
     return [_json(sse_data(e) if sse else e.strip()) for e in events if e.strip()]
 
 
@@ -258,30 +337,46 @@ def _json(raw: bytes | None) -> Any:
         return None
 
 
-def _texts(
-    ex: Exchange, answers: list[Any], store_text: StoreText
-) -> tuple[list[str] | None, list[str] | None, bool]:
-    if store_text == "none" or ex.model is None:
-        return None, None, False
-    body = ex.body if store_text == "redacted" else _json(ex.inbound.body)
+def _request_texts(adapter: Adapter, body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return []
     try:
-        request = [r.text for r in ex.adapter.request_texts(body)] if body else []
+        return [r.text for r in adapter.request_texts(body)]
     except Exception:  # noqa: BLE001  # a body the adapter refused has no texts to keep
-        request = []
-    budget = ex.capture.limit
-    kept_in, cut_in = _cut(request, budget)
-    kept_out, cut_out = _cut(_joined_answer(ex, answers), budget)
-    return kept_in, kept_out, cut_in or cut_out or ex.capture.truncated
+        return []
 
 
-def _joined_answer(ex: Exchange, answers: list[Any]) -> list[str]:
-    if not ex.stream:
-        return [r.text for body in answers for r in ex.adapter.response_texts(body)]
+def _joined_answer(rec: ExchangeRecord, adapter: Adapter, answers: list[Any]) -> list[str]:
+    if not rec.stream:
+        return [r.text for body in answers for r in adapter.response_texts(body)]
     joined: dict[Any, list[str]] = {}
     for chunk in answers:
-        for ref in ex.adapter.chunk_texts(chunk):
+        for ref in adapter.chunk_texts(chunk):
             joined.setdefault(ref.stream_key, []).append(ref.text)
     return ["".join(parts) for parts in joined.values()]
+
+
+def _kept(
+    rec: ExchangeRecord, request: list[str], response: list[str], store_text: StoreText
+) -> tuple[list[str] | None, list[str] | None, bool]:
+    """The texts the settings keep. ``redacted``: the request with every span a detector
+    found replaced by its type, the answer as the client received it."""
+    if store_text == "none" or rec.card is None:
+        return None, None, False
+    if store_text == "redacted":
+        request = _masked(request, rec.input)
+    kept_in, cut_in = _cut(request, rec.answer_limit)
+    kept_out, cut_out = _cut(response, rec.answer_limit)
+    return kept_in, kept_out, cut_in or cut_out or rec.truncated
+
+
+def _masked(texts: list[str], scan: Scanned) -> list[str]:
+    spans = [
+        Redaction(index, start, end, f"<{label}>")
+        for _, label, _, index, start, end in scan.findings
+        if 0 <= index < len(texts) and 0 <= start < end <= len(texts[index])
+    ]
+    return apply_redactions(texts, spans) if spans else texts
 
 
 def _cut(texts: list[str], budget: int) -> tuple[list[str], bool]:
@@ -296,22 +391,20 @@ def _cut(texts: list[str], budget: int) -> tuple[list[str], bool]:
     return kept, False
 
 
-def _usage(ex: Exchange, answers: list[Any]) -> tuple[Usage, str | None]:
-    reported = [u for body in answers if (u := ex.adapter.usage(body)) is not None]
+def _usage(
+    rec: ExchangeRecord,
+    adapter: Adapter,
+    answers: list[Any],
+    request: list[str],
+    response: list[str],
+) -> tuple[Usage, str | None]:
+    reported = [u for body in answers if (u := adapter.usage(body)) is not None]
     if reported:
         return reported[-1], "upstream"
-    if ex.model is None or ex.status >= 400:
+    if rec.card is None or rec.status >= 400:
         return (None, None), None
-    prompt = sum(len(r.text) for r in _safe_texts(ex))
-    answer = sum(len(t) for t in _joined_answer(ex, answers))
-    return (_estimate(prompt), _estimate(answer) if answers else None), "estimated"
-
-
-def _safe_texts(ex: Exchange) -> list[Any]:
-    try:
-        return ex.adapter.request_texts(ex.body)
-    except Exception:  # noqa: BLE001  # refused bodies were never sent
-        return []
+    prompt = _estimate(sum(map(len, request)))
+    return (prompt, _estimate(sum(map(len, response))) if answers else None), "estimated"
 
 
 def _estimate(chars: int) -> int:

@@ -1,6 +1,7 @@
 """The recorder: events are queued in memory and written in batches by one thread.
 
-The request path only appends to a deque. The writer thread builds each event,
+It runs in guard's audit writer process (guard.audit.writer), fed through a pipe;
+tools and benchmarks also run it in-process. Its writer thread builds each event,
 seals it into this process's hash chain, and writes batches to the database;
 when the database is unreachable it appends them to the spool (fsynced) and
 replays the spool, in order, once the database answers again. If even the spool
@@ -28,11 +29,16 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from guard.audit.chain import Sealer
-from guard.audit.events import AuditEvent, StoreText, bare_event, from_exchange, new_event_id
+from guard.audit.events import (
+    AuditEvent,
+    ExchangeRecord,
+    StoreText,
+    bare_event,
+    from_record,
+    new_event_id,
+)
 from guard.audit.spool import Spool, dead_letter
 from guard.db.repository import AuditRepository, ChainInfo, DatabaseUnavailable
-from guard.errors import AuditUnavailable
-from guard.pipeline.context import Exchange
 from guard.settings import AuditSettings
 
 log = logging.getLogger(__name__)
@@ -48,17 +54,31 @@ class RecorderStats:
     dead_letters: int = 0
 
 
+def chain_key(settings: AuditSettings) -> bytes | None:
+    return os.environ[settings.chain_key_env].encode() if settings.chain_key_env else None
+
+
+def new_chain(settings: AuditSettings, role: str = "") -> ChainInfo:
+    """A chain for one recording process, named after the guard instance and process."""
+    return ChainInfo(
+        id=new_event_id(),
+        instance=f"{settings.instance or socket.gethostname()}:{os.getpid()}{role}",
+        started_at=datetime.now(UTC),
+        keyed=settings.chain_key_env is not None,
+    )
+
+
+Item = ExchangeRecord | AuditEvent
+
+
 class AuditRecorder:
-    def __init__(self, settings: AuditSettings, repo: AuditRepository) -> None:
+    def __init__(
+        self, settings: AuditSettings, repo: AuditRepository, chain: ChainInfo | None = None
+    ) -> None:
         self.settings = settings
         self.repo = repo
-        key = os.environ[settings.chain_key_env].encode() if settings.chain_key_env else None
-        self.chain = ChainInfo(
-            id=new_event_id(),
-            instance=f"{settings.instance or socket.gethostname()}:{os.getpid()}",
-            started_at=datetime.now(UTC),
-            keyed=key is not None,
-        )
+        key = chain_key(settings)
+        self.chain = chain or new_chain(settings)
         self.stats = RecorderStats()
         self.broken = False  # events can be neither written nor spooled right now
         self.db_up = True
@@ -66,7 +86,7 @@ class AuditRecorder:
         self._sealer = Sealer(self.chain.id, key)
         self._spool = Spool(settings.spool_dir, self.chain, settings.spool_max_bytes)
         self._orphans: list[Spool] = []
-        self._queue: deque[Exchange | AuditEvent] = deque()
+        self._queue: deque[Item] = deque()
         self._held: list[AuditEvent] = []
         self._inflight = 0  # taken from the queue, not yet written or spooled
         self._wake = threading.Event()
@@ -75,16 +95,9 @@ class AuditRecorder:
         self._last_loss_log = 0.0
         self._thread = threading.Thread(target=self._run, name="guard-audit", daemon=True)
 
-    # -- the request path (event loop thread) -------------------------------------
+    # -- feeding it -------------------------------------------------------------------
 
-    def admit(self) -> None:
-        if self.broken and self.settings.on_spool_failure == "fail_closed":
-            raise AuditUnavailable(
-                "guard cannot record this exchange right now (audit database and spool "
-                "unavailable), so it does not serve it"
-            )
-
-    def record(self, item: Exchange | AuditEvent) -> None:
+    def record(self, item: Item) -> None:
         if len(self._queue) >= self.settings.queue_max:
             self._lose(1)
             return
@@ -106,11 +119,18 @@ class AuditRecorder:
             log.info("audit: replaying %d spool(s) left by earlier processes", len(self._orphans))
         self._thread.start()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Drain: write or spool everything queued, then stop the thread."""
         self._stopping.set()
         self._wake.set()
-        await asyncio.to_thread(self._thread.join, self.settings.drain_timeout + 5)
+        self._thread.join(self.settings.drain_timeout + 5)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    @property
+    def idle(self) -> bool:
+        return not self.queued and not self._spool.pending and not self._orphans
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until nothing is queued, held or spooled (for tests and tools)."""
@@ -163,17 +183,17 @@ class AuditRecorder:
             if not kept:
                 return
 
-    def _take(self) -> list[Exchange | AuditEvent]:
+    def _take(self) -> list[Item]:
         queue = self._queue
         # Counted as in flight before they leave the queue, so flush() never sees a gap.
         self._inflight = min(len(queue), self.settings.batch_size)
         return [queue.popleft() for _ in range(self._inflight)]
 
-    def _build(self, item: Exchange | AuditEvent) -> AuditEvent:
+    def _build(self, item: Item) -> AuditEvent:
         if isinstance(item, AuditEvent):
             return item
         try:
-            return from_exchange(item, self._store)
+            return from_record(item, self._store)
         except Exception as exc:  # noqa: BLE001  # an event is never dropped for a bug
             # The type only: a message or traceback may quote the content.
             log.error("audit: building an event failed (%s)", _kind(exc))  # noqa: TRY400
@@ -182,7 +202,7 @@ class AuditRecorder:
     def _keep(self, sealed: list[AuditEvent]) -> bool:
         """Into the database when it is up and nothing waits before them; else the spool."""
         direct = self._db_worth_trying() and not self._replay_pending()
-        if direct and self._write(sealed, {self.chain.id: self.chain}):
+        if direct and self._write(sealed, {self.chain.id: self.chain}, fresh=True):
             self.stats.written += len(sealed)
             self.broken = False
             return True
@@ -199,9 +219,11 @@ class AuditRecorder:
         self.broken = False
         return True
 
-    def _write(self, events: list[AuditEvent], chains: dict[str, ChainInfo]) -> bool:
+    def _write(
+        self, events: list[AuditEvent], chains: dict[str, ChainInfo], *, fresh: bool = False
+    ) -> bool:
         try:
-            self.repo.write(events, chains)
+            self.repo.write(events, chains, fresh=fresh)
         except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             self._db_down(exc)
             return False
@@ -317,6 +339,6 @@ def record_admin_action(
         trace_id=new_event_id().replace("-", ""),
         detail=detail,
     )
-    sealed = Sealer(chain.id, key).seal(event)
+    sealed = Sealer(chain.id, chain_key(settings)).seal(event)
     repo.write([sealed], {chain.id: chain})
     return sealed

@@ -44,21 +44,24 @@ class AuditRepository:
 
     # -- writes ---------------------------------------------------------------
 
-    def write(self, events: Sequence[AuditEvent], chains: dict[str, ChainInfo]) -> None:
+    def write(
+        self, events: Sequence[AuditEvent], chains: dict[str, ChainInfo], *, fresh: bool = False
+    ) -> None:
         """Insert sealed events and move their chains' heads, in one transaction.
 
         Idempotent: an event already stored (a spool replayed twice) is skipped, and
         a head never moves back, so replaying is exactly-once by construction.
+        ``fresh`` events were never written before (the recorder's direct path):
+        PostgreSQL takes those with COPY, the cheapest way in.
         """
         if not events:
             return
-        rows, finding_rows, rule_rows = _rows(events)
+        rows = _Rows(events, self._dialect)
         with self._connect() as conn, conn.begin():
-            conn.execute(self._insert(models.events).on_conflict_do_nothing(), rows)
-            if finding_rows:
-                conn.execute(self._insert(models.findings).on_conflict_do_nothing(), finding_rows)
-            if rule_rows:
-                conn.execute(self._insert(models.rule_hits).on_conflict_do_nothing(), rule_rows)
+            if fresh and self._dialect == "postgresql":
+                _copy(conn, rows)
+            else:
+                _insert_ignoring(conn, rows, "%s" if self._dialect == "postgresql" else "?")
             for chain_id, chained in groupby(events, key=lambda e: e.chain_id):
                 last = list(chained)[-1]
                 self._move_head(conn, chains[chain_id], last.seq, last.hash)
@@ -190,20 +193,72 @@ class AuditRepository:
         return deleted
 
 
-def _rows(
-    events: Sequence[AuditEvent],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    rows: list[dict[str, Any]] = []
-    finding_rows: list[dict[str, Any]] = []
-    rule_rows: list[dict[str, Any]] = []
-    for ev in events:
-        row = msgspec.to_builtins(ev, builtin_types=(datetime,))
-        event_id = row["id"] = uuid.UUID(ev.id)
-        row["chain_id"] = uuid.UUID(ev.chain_id)
-        rows.append(row)
-        finding_rows.extend({"event_id": event_id, **f} for f in row["findings"])
-        rule_rows.extend({"event_id": event_id, **r} for r in row["rules"])
-    return rows, finding_rows, rule_rows
+_FINDING_COLUMNS = ("event_id", "direction", "detector", "label", "count", "max_score")
+_RULE_COLUMNS = ("event_id", "direction", "rule_id", "action")
+_JSON_COLUMNS = frozenset({"findings", "rules", "request_texts", "response_texts", "detail"})
+
+
+class _Rows:
+    """Events as driver-level rows, for the driver's fastest bulk paths; values take the
+    exact form SQLAlchemy's types store (so reads through the models see the same)."""
+
+    def __init__(self, events: Sequence[AuditEvent], dialect: str) -> None:
+        pg = dialect == "postgresql"
+        self.events: list[tuple[Any, ...]] = []
+        self.findings: list[tuple[Any, ...]] = []
+        self.rules: list[tuple[Any, ...]] = []
+        plan = [(name, _converter(name, pg)) for name in _EVENT_COLUMNS]
+        for ev in events:
+            row = tuple(convert(getattr(ev, name)) for name, convert in plan)
+            self.events.append(row)
+            event_id = row[0]
+            self.findings.extend(
+                (event_id, f.direction, f.detector, f.label, f.count, f.max_score)
+                for f in ev.findings
+            )
+            self.rules.extend((event_id, r.direction, r.rule_id, r.action) for r in ev.rules)
+
+
+def _converter(name: str, pg: bool) -> Any:
+    if name in {"id", "chain_id"}:
+        return uuid.UUID if pg else (lambda value: uuid.UUID(value).hex)
+    if name in {"started_at", "ended_at"}:
+        return _same if pg else (lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    if name in _JSON_COLUMNS:
+        return lambda value: None if value is None else msgspec.json.encode(value).decode()
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _copy(conn: sa.Connection, rows: _Rows) -> None:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for table, columns, values in _tables(rows):
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in values:
+                    copy.write_row(row)
+    finally:
+        cursor.close()
+
+
+def _insert_ignoring(conn: sa.Connection, rows: _Rows, mark: str) -> None:
+    for table, columns, values in _tables(rows):
+        marks = ", ".join([mark] * len(columns))
+        names = ", ".join(columns)  # the models' own names, never input
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+        conn.exec_driver_sql(sql, values)
+
+
+def _tables(rows: _Rows) -> list[tuple[str, Sequence[str], list[tuple[Any, ...]]]]:
+    tables = [
+        ("audit_events", _EVENT_COLUMNS, rows.events),
+        ("audit_findings", _FINDING_COLUMNS, rows.findings),
+        ("audit_rule_hits", _RULE_COLUMNS, rows.rules),
+    ]
+    return [entry for entry in tables if entry[2]]
 
 
 def event_of(row: Any) -> AuditEvent:

@@ -8,7 +8,7 @@ import time
 from litestar import get
 from litestar.response import Response
 
-from guard.audit.recorder import AuditRecorder
+from guard.audit.writer import AuditWriter
 from guard.errors import GuardError
 from guard.ingress.common import HTTPRequest, services_of
 from guard.upstream import Upstream, forward
@@ -38,7 +38,7 @@ async def readyz(request: HTTPRequest) -> Response[dict[str, object]]:
     return Response(body, status_code=200 if ready else 503)
 
 
-def _audit_state(recorder: AuditRecorder | None) -> dict[str, object]:
+def _audit_state(recorder: AuditWriter | None) -> dict[str, object]:
     if recorder is None:
         return {"enabled": False, "accepting": True}
     stats = recorder.stats

@@ -213,3 +213,20 @@ def test_each_chain_belongs_to_one_process(pg_url, tmp_path):
     assert sorted(r.chain_id for r in reports) == sorted([a.chain.id, b.chain.id])
     assert {(r.checked, r.problem) for r in reports} == {(20, None)}
     assert uuid.UUID(a.chain.id).version == 7
+
+
+def test_a_dead_writer_process_is_replaced_and_recording_goes_on(guard, upstream):
+    writer = guard.app.state.recorder
+    body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{guard.url}/v1/chat/completions", json=body).status_code == 200
+    assert writer.flush()
+    first_chain, first = writer.chain.id, writer._process
+    first.kill()
+    first.join(5)
+    assert wait_until(lambda: writer.chain.id != first_chain and writer._process.is_alive())
+    assert httpx.post(f"{guard.url}/v1/chat/completions", json=body).status_code == 200
+    assert writer.flush(timeout=20)
+    engine = writer.repo.engine
+    with engine.connect() as conn:
+        chains = conn.execute(sa.select(models.events.c.chain_id)).scalars().all()
+    assert sorted(map(str, chains)) == sorted([first_chain, writer.chain.id])

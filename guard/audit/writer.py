@@ -1,0 +1,283 @@
+"""The audit writer process: the recorder runs beside guard, not inside it.
+
+Building, sealing and writing an event costs tens of microseconds of Python; in
+guard's own process that time competes with the request loop for the interpreter
+lock and shows up in every request's latency. So each guard process starts one
+writer process and hands it finished exchanges through a pipe:
+
+    request loop ──record()──▶ deque ──sender thread──▶ pipe ──▶ writer process
+                  (a snapshot:                (msgpack frames)     (AuditRecorder:
+                   plain values)                                    database | spool)
+
+The writer reports its state (database up, spool writable, counts) in shared
+memory, which ``admit()`` and ``/readyz`` read. It ignores SIGINT and SIGTERM and
+ends when the pipe closes: after guard's shutdown has sent everything, or when
+guard died (even by SIGKILL), so what reached it is still written or spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import SynchronizedArray
+from typing import Any
+
+import msgspec
+
+from guard.audit.events import ExchangeRecord, record_of
+from guard.audit.recorder import AuditRecorder, RecorderStats, new_chain
+from guard.db.base import describe, make_engine
+from guard.db.migrate import ensure_current
+from guard.db.repository import AuditRepository, ChainInfo
+from guard.errors import AuditUnavailable
+from guard.pipeline.context import Exchange
+from guard.settings import LOG_FORMAT, AuditSettings
+
+log = logging.getLogger(__name__)
+_FRAME_MAX = 512  # records per pipe message
+_Frame = msgspec.msgpack.Decoder(list[ExchangeRecord])
+
+
+class Slot(enum.IntEnum):
+    """What the writer publishes, one int64 each."""
+
+    ALIVE = 0
+    ACCEPTED = 1
+    QUEUED = 2
+    DB_UP = 3
+    BROKEN = 4
+    WRITTEN = 5
+    SPOOLED = 6
+    REPLAYED = 7
+    LOST = 8
+    DEAD_LETTERS = 9
+    SPOOLED_BYTES = 10
+    IDLE = 11
+
+
+class NoAudit:
+    """``audit.enabled: false``: nothing is recorded (benchmarks, never compliance)."""
+
+    def admit(self) -> None:
+        pass
+
+    def record(self, ex: Exchange) -> None:
+        pass
+
+
+class AuditWriter:
+    """guard's side: ``admit`` and ``record`` on the request path, the sender thread,
+    and the writer process's lifecycle."""
+
+    def __init__(self, settings: AuditSettings) -> None:
+        self.settings = settings
+        self.repo = AuditRepository(make_engine(settings.database_url))  # reads (admin API)
+        self.chain = new_chain(settings)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._status: SynchronizedArray[int] = self._ctx.Array("q", len(Slot), lock=False)
+        self._queue: deque[ExchangeRecord] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._sent = 0
+        self._lost = 0
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._sender = threading.Thread(
+            target=self._send_loop, name="guard-audit-send", daemon=True
+        )
+
+    # -- the request path ---------------------------------------------------------------
+
+    def admit(self) -> None:
+        if self.settings.on_spool_failure != "fail_closed":
+            return
+        if self.broken or len(self._queue) >= self.settings.queue_max:
+            raise AuditUnavailable(
+                "guard cannot record this exchange right now (audit database and spool "
+                "unavailable), so it does not serve it"
+            )
+
+    def record(self, ex: Exchange) -> None:
+        if len(self._queue) >= self.settings.queue_max:
+            self._lost += 1
+            log.error("audit: the writer is not keeping up; an event was lost")
+            return
+        self._queue.append(record_of(ex))
+        if len(self._queue) >= _FRAME_MAX:
+            self._wake.set()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _slot(self, slot: Slot) -> int:
+        return int(self._status[slot])
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._slot(Slot.BROKEN))
+
+    @property
+    def db_up(self) -> bool:
+        return bool(self._slot(Slot.DB_UP))
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + (self._sent - self._slot(Slot.ACCEPTED)) + self._slot(Slot.QUEUED)
+
+    @property
+    def spooled_bytes(self) -> int:
+        return self._slot(Slot.SPOOLED_BYTES)
+
+    @property
+    def stats(self) -> RecorderStats:
+        return RecorderStats(
+            written=self._slot(Slot.WRITTEN),
+            spooled=self._slot(Slot.SPOOLED),
+            replayed=self._slot(Slot.REPLAYED),
+            lost=self._slot(Slot.LOST) + self._lost,
+            dead_letters=self._slot(Slot.DEAD_LETTERS),
+        )
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything recorded so far is in the database (tests and tools)."""
+        deadline = time.monotonic() + timeout
+        while self._queue or self._sent != self._slot(Slot.ACCEPTED) or not self._slot(Slot.IDLE):
+            if time.monotonic() > deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.005)
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn()
+        self._sender.start()
+
+    def _spawn(self) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        self._status[Slot.ACCEPTED] = 0
+        self._status[Slot.DB_UP] = 1
+        self._sent = 0
+        level = logging.getLogger().getEffectiveLevel()
+        args = (self.settings.model_dump(mode="json"), self.chain, reader, self._status, level)
+        self._process = self._ctx.Process(target=_writer_main, args=args, name="guard-audit")
+        self._process.start()
+        reader.close()
+        self._conn = writer
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Send what is queued, close the pipe, wait for the writer to drain and exit."""
+        self._stopping = True
+        self._wake.set()
+        self._sender.join(self.settings.drain_timeout + 5)
+        if self._conn is not None:
+            self._conn.close()
+        if self._process is not None:
+            self._process.join(self.settings.drain_timeout + 10)
+        self.repo.engine.dispose()
+
+    def _send_loop(self) -> None:
+        while True:
+            self._wake.wait(self.settings.flush_interval)
+            self._wake.clear()
+            if not self._process.is_alive() and not self._stopping:
+                self._respawn()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _FRAME_MAX))]
+                self._send(batch)
+            if self._stopping and not self._queue:
+                return
+
+    def _send(self, batch: list[ExchangeRecord]) -> None:
+        assert self._conn is not None  # noqa: S101  # set before the sender starts
+        frame = msgspec.msgpack.encode(batch)
+        try:
+            self._conn.send_bytes(frame)
+        except OSError:
+            self._lost += len(batch)
+            self._respawn()
+            return
+        self._sent += len(batch)
+
+    def _respawn(self) -> None:
+        """The writer died (it should not): what it had not taken is gone with it, and
+        counted; a new writer starts a new chain. Spooled events stay on disk for it."""
+        log.error("audit: the writer process died; starting a new one")
+        self._lost += max(0, self._sent - self._slot(Slot.ACCEPTED))
+        self._lost += self._slot(Slot.QUEUED)
+        if self._conn is not None:
+            self._conn.close()
+        self._status[Slot.QUEUED] = 0
+        self.chain = new_chain(self.settings)
+        self._spawn()
+
+
+def _writer_main(
+    settings_data: dict[str, Any], chain: ChainInfo, conn: Connection, status: Any, log_level: int
+) -> None:
+    """The writer process: read frames until the pipe closes, then drain and exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settings = AuditSettings.model_validate(settings_data)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    recorder = AuditRecorder(settings, AuditRepository(make_engine(settings.database_url)), chain)
+    recorder.start()
+    status[Slot.ALIVE] = 1
+    while True:
+        try:
+            if conn.poll(0.02):
+                for record in _Frame.decode(conn.recv_bytes()):
+                    recorder.record(record)
+                    status[Slot.ACCEPTED] += 1
+        except EOFError:
+            break
+        _publish(recorder, status)
+    recorder.close()
+    _publish(recorder, status)
+    status[Slot.ALIVE] = 0
+
+
+def _publish(recorder: AuditRecorder, status: Any) -> None:
+    stats = recorder.stats
+    values = {
+        Slot.QUEUED: recorder.queued,
+        Slot.DB_UP: recorder.db_up,
+        Slot.BROKEN: recorder.broken,
+        Slot.WRITTEN: stats.written,
+        Slot.SPOOLED: stats.spooled,
+        Slot.REPLAYED: stats.replayed,
+        Slot.LOST: stats.lost,
+        Slot.DEAD_LETTERS: stats.dead_letters,
+        Slot.SPOOLED_BYTES: recorder.spooled_bytes,
+        Slot.IDLE: recorder.idle,
+    }
+    for slot, value in values.items():
+        status[slot] = int(value)
+
+
+def open_writer(settings: AuditSettings) -> AuditWriter:
+    """Check the schema (or migrate, if allowed), then start the writer process."""
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_current(engine, auto_migrate=settings.auto_migrate)
+    finally:
+        engine.dispose()
+    writer = AuditWriter(settings)
+    writer.start()
+    log.info(
+        "audit: recording to %s (chain %s, texts: %s)",
+        describe(settings.database_url),
+        writer.chain.id,
+        settings.store_text,
+    )
+    return writer
