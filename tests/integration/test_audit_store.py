@@ -171,3 +171,14 @@ def test_an_export_verifies_on_its_own():
     tampered = [*sealed[:2], msgspec.structs.replace(sealed[2], status=500), sealed[3]]
     [report] = verify_events(tampered, None)
     assert (report.problem.kind, report.problem.event_id) == ("changed", sealed[2].id)
+
+
+def test_verify_since_starts_at_the_first_event_of_the_period(engine):
+    repo, _chain, sealed = _store(engine, [sample_event(i) for i in range(6)])
+    _update(engine, sa.update(E).where(E.c.seq == 1).values(decision="allow"))
+    assert _problem(repo).kind == "changed"  # the whole chain: seq 1 was changed
+    [report] = verify_trail(repo, None, since=sealed[2].ended_at)
+    assert (report.checked, report.problem) == (4, None)
+    _update(engine, sa.update(E).where(E.c.seq == 5).values(status=201))
+    [report] = verify_trail(repo, None, since=sealed[2].ended_at)
+    assert (report.problem.kind, report.problem.event_id) == ("changed", sealed[4].id)
