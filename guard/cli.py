@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import click
 
@@ -111,20 +111,30 @@ def _check_schema(settings: Settings) -> None:
         click.echo(f"guard: {exc}", err=True)
         sys.exit(2)
     except sa_errors() as exc:
-        click.echo(f"guard: cannot reach the audit database: {_kind(exc)}", err=True)
-        sys.exit(2)
+        _unreachable(settings.audit.database_url, exc)
     finally:
         engine.dispose()
+
+
+def _unreachable(url: str, exc: Exception) -> NoReturn:
+    from guard.db.base import describe  # noqa: PLC0415
+
+    click.echo(f"guard: cannot reach the audit database {describe(url)} ({_kind(exc)})", err=True)
+    sys.exit(2)
 
 
 def sa_errors() -> tuple[type[Exception], ...]:
     import sqlalchemy as sa  # noqa: PLC0415
 
-    return (sa.exc.OperationalError, sa.exc.InterfaceError)
+    from guard.db.repository import DatabaseUnavailable  # noqa: PLC0415
+
+    return (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable)
 
 
 def _kind(exc: Exception) -> str:
     orig = getattr(exc, "orig", None)
+    if orig is None and exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]  # guard's own errors carry the driver's error type
     return type(orig or exc).__name__
 
 
@@ -186,12 +196,12 @@ def db_revision(config: Path | None, message: str) -> None:
 def _engine(config: Path | None) -> Iterator[Engine]:
     from guard.db.base import make_engine  # noqa: PLC0415
 
-    engine = make_engine(_load_or_exit(config).audit.database_url)
+    url = _load_or_exit(config).audit.database_url
+    engine = make_engine(url)
     try:
         yield engine
     except sa_errors() as exc:
-        click.echo(f"guard: cannot reach the audit database: {_kind(exc)}", err=True)
-        sys.exit(2)
+        _unreachable(url, exc)
     finally:
         engine.dispose()
 

@@ -26,8 +26,6 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-
 from guard.audit.chain import Sealer
 from guard.audit.events import (
     AuditEvent,
@@ -38,7 +36,7 @@ from guard.audit.events import (
     new_event_id,
 )
 from guard.audit.spool import Spool, dead_letter
-from guard.db.repository import AuditRepository, ChainInfo, DatabaseUnavailable
+from guard.db.repository import AuditRepository, ChainInfo, DatabaseRefused
 from guard.settings import AuditSettings
 
 log = logging.getLogger(__name__)
@@ -202,8 +200,9 @@ class AuditRecorder:
     def _keep(self, sealed: list[AuditEvent]) -> bool:
         """Into the database when it is up and nothing waits before them; else the spool."""
         direct = self._db_worth_trying() and not self._replay_pending()
+        refused = self.stats.dead_letters
         if direct and self._write(sealed, {self.chain.id: self.chain}, fresh=True):
-            self.stats.written += len(sealed)
+            self.stats.written += len(sealed) - (self.stats.dead_letters - refused)
             self.broken = False
             return True
         try:
@@ -224,27 +223,30 @@ class AuditRecorder:
     ) -> bool:
         try:
             self.repo.write(events, chains, fresh=fresh)
-        except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except DatabaseRefused as exc:
+            return self._write_each(events, chains, exc)
+        except Exception as exc:  # noqa: BLE001  # unreachable or unknown: keep them, retry
             self._db_down(exc)
             return False
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                self._db_down(exc)
-                return False
-            self._write_each(events, chains, exc)
         return True
 
     def _write_each(
         self, events: list[AuditEvent], chains: dict[str, ChainInfo], first: Exception
-    ) -> None:
+    ) -> bool:
         """A batch the database refused for its content: keep what it accepts, set
-        aside what it does not, so one bad event never stalls the trail."""
+        aside what it does not, so one bad event never stalls the trail. False if the
+        database went away meanwhile (the whole batch is then spooled; what was written
+        is skipped on replay)."""
         log.error("audit: the database refused a batch (%s); writing one by one", _kind(first))
         for event in events:
             try:
                 self.repo.write([event], chains)
-            except sa.exc.DBAPIError as exc:
+            except DatabaseRefused as exc:
                 self._dead_letter(event, exc)
+            except Exception as exc:  # noqa: BLE001
+                self._db_down(exc)
+                return False
+        return True
 
     def _dead_letter(self, event: AuditEvent, exc: Exception) -> None:
         self.stats.dead_letters += 1
@@ -280,10 +282,11 @@ class AuditRecorder:
             if not events:
                 log.warning("audit: %s ends in an unfinished write; dropped", spool.path.name)
                 return True
+            refused = self.stats.dead_letters
             if not self._write(events, {spool.chain.id: spool.chain}):
                 return False
             spool.advance(offset)
-            self.stats.replayed += len(events)
+            self.stats.replayed += len(events) - (self.stats.dead_letters - refused)
         return True
 
     def _finish(self) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
 import msgspec
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -37,6 +39,33 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached; what was being written was not."""
 
 
+class DatabaseRefused(Exception):
+    """The database refused what was written for its content; nothing of it was written."""
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Driver and SQLAlchemy errors become the two above, here and only here. Only the
+    error's type is kept: a database's message may quote the value it refused."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise DatabaseUnavailable(_kind(exc)) from None
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(_kind(exc)) from None
+        raise DatabaseRefused(_kind(exc)) from None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # COPY runs on the driver
+        raise DatabaseUnavailable(_kind(exc)) from None
+    except psycopg.Error as exc:
+        raise DatabaseRefused(_kind(exc)) from None
+
+
+def _kind(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    return type(orig if orig is not None else exc).__name__
+
+
 class AuditRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -57,7 +86,7 @@ class AuditRepository:
         if not events:
             return
         rows = _Rows(events, self._dialect)
-        with self._connect() as conn, conn.begin():
+        with _translated(), self._connect() as conn, conn.begin():
             if fresh and self._dialect == "postgresql":
                 _copy(conn, rows)
             else:
@@ -89,10 +118,8 @@ class AuditRepository:
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
 
     def _connect(self) -> sa.Connection:
-        try:
+        with _translated():
             return self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise DatabaseUnavailable(type(exc.orig).__name__) from None
 
     def ping(self) -> bool:
         try:

@@ -230,3 +230,20 @@ def test_a_dead_writer_process_is_replaced_and_recording_goes_on(guard, upstream
     with engine.connect() as conn:
         chains = conn.execute(sa.select(models.events.c.chain_id)).scalars().all()
     assert sorted(map(str, chains)) == sorted([first_chain, writer.chain.id])
+
+
+def test_an_event_the_database_refuses_is_set_aside_and_the_rest_written(pg_url, tmp_path):
+    recorder = make_recorder(pg_url, tmp_path)
+    poison = sample_event(1, error_code="x" * 100)  # longer than the column allows
+    for event in (sample_event(0), poison, sample_event(2)):
+        recorder.record(event)
+    assert recorder.flush()
+    asyncio.run(recorder.aclose())
+    assert count_events(pg_url) == 2
+    assert (recorder.stats.written, recorder.stats.dead_letters) == (2, 1)
+    [dead] = (tmp_path / "spool").glob("*.dead-letter")
+    [line] = dead.read_text().splitlines()
+    assert poison.id in line
+    # The gap it leaves in the chain is reported, not hidden.
+    [report] = verify(pg_url)
+    assert report.problem.kind == "deleted"

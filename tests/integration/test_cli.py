@@ -100,3 +100,12 @@ def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream, tmp_path)
     [event] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert (event["model"], event["status"]) == ("qwen2.5-0.5b-instruct", 200)
     assert run("audit", "verify", cwd=tmp_path).returncode == 0
+
+
+def test_an_unreachable_audit_database_stops_the_start_without_its_password(tmp_path):
+    url = f"postgresql+psycopg://guard:s3cret-pw@127.0.0.1:{free_port()}/audit"
+    result = run("serve", env={"GUARD_AUDIT__DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot reach the audit database" in result.stderr
+    assert "s3cret-pw" not in result.stderr
+    assert result.stderr.count("\n") == 1
