@@ -27,6 +27,7 @@ from guard.db.repository import ChainInfo
 
 log = logging.getLogger(__name__)
 _OFFSET_WIDTH = 20
+_READ_CHUNK = 4 * 1024 * 1024
 
 
 class SpoolFull(OSError):
@@ -79,15 +80,17 @@ class Spool:
         if self._fd is not None:
             return self._fd
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Locked and given its header under a name no one adopts, then renamed into place.
+        partial = self.path.with_suffix(".partial")
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             header = msgspec.json.encode(
                 _Header(self.chain.id, self.chain.instance, self.chain.started_at, self.chain.keyed)
             )
-            os.ftruncate(fd, 0)
             os.pwrite(fd, header + b"\n", 0)
             os.fsync(fd)
+            partial.rename(self.path)
             _fsync_dir(self.directory)
         except OSError:
             os.close(fd)
@@ -102,7 +105,13 @@ class Spool:
         """Up to ``limit`` events from the replay offset, and the offset after them."""
         if self._fd is None:
             return [], self._offset
-        data = os.pread(self._fd, min(self._size - self._offset, 64 * 1024 * 1024), self._offset)
+        remaining = self._size - self._offset
+        chunk = min(remaining, _READ_CHUNK)
+        while True:
+            data = os.pread(self._fd, chunk, self._offset)
+            if b"\n" in data or chunk >= remaining:
+                break
+            chunk = min(remaining, chunk * 2)  # one event longer than a chunk
         events: list[AuditEvent] = []
         end = 0
         while len(events) < limit:

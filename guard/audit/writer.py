@@ -236,7 +236,9 @@ def _writer_main(
     while True:
         try:
             if conn.poll(0.02):
-                for record in _Frame.decode(conn.recv_bytes()):
+                frame = _Frame.decode(conn.recv_bytes())
+                status[Slot.IDLE] = 0  # before ACCEPTED moves, so flush() never sees it stale
+                for record in frame:
                     recorder.record(record)
                     status[Slot.ACCEPTED] += 1
         except EOFError:
