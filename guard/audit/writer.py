@@ -42,6 +42,7 @@ from guard.settings import LOG_FORMAT, AuditSettings
 
 log = logging.getLogger(__name__)
 _FRAME_MAX = 512  # records per pipe message
+_LOSS_LOG_EVERY = 10.0  # seconds between log lines about lost events
 _Frame = msgspec.msgpack.Decoder(list[ExchangeRecord])
 
 
@@ -87,6 +88,7 @@ class AuditWriter:
         self._stopping = False
         self._sent = 0
         self._lost = 0
+        self._last_loss_log = 0.0
         self._process: Any = None
         self._conn: Connection | None = None
         self._sender = threading.Thread(
@@ -107,7 +109,10 @@ class AuditWriter:
     def record(self, ex: Exchange) -> None:
         if len(self._queue) >= self.settings.queue_max:
             self._lost += 1
-            log.error("audit: the writer is not keeping up; an event was lost")
+            now = time.monotonic()
+            if now - self._last_loss_log >= _LOSS_LOG_EVERY:
+                self._last_loss_log = now
+                log.error("audit: the writer is not keeping up; %d event(s) lost", self._lost)
             return
         self._queue.append(record_of(ex))
         if len(self._queue) >= _FRAME_MAX:
