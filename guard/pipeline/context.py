@@ -77,7 +77,7 @@ class Capture:
 @dataclass(slots=True)
 class Exchange:
     """One request from arrival to the last byte sent. The pipeline fills it in as it
-    goes; the audit recorder reads it once it is finished."""
+    goes; once it is finished, the audit writer takes a snapshot of it."""
 
     inbound: Inbound
     adapter: Adapter
