@@ -16,7 +16,6 @@ replayed by the next recorder that starts on the same spool directory.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -122,9 +121,6 @@ class AuditRecorder:
         self._stopping.set()
         self._wake.set()
         self._thread.join(self.settings.drain_timeout + 5)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     @property
     def idle(self) -> bool:

@@ -49,18 +49,17 @@ _Frame = msgspec.msgpack.Decoder(list[ExchangeRecord])
 class Slot(enum.IntEnum):
     """What the writer publishes, one int64 each."""
 
-    ALIVE = 0
-    ACCEPTED = 1
-    QUEUED = 2
-    DB_UP = 3
-    BROKEN = 4
-    WRITTEN = 5
-    SPOOLED = 6
-    REPLAYED = 7
-    LOST = 8
-    DEAD_LETTERS = 9
-    SPOOLED_BYTES = 10
-    IDLE = 11
+    ACCEPTED = 0
+    QUEUED = 1
+    DB_UP = 2
+    BROKEN = 3
+    WRITTEN = 4
+    SPOOLED = 5
+    REPLAYED = 6
+    LOST = 7
+    DEAD_LETTERS = 8
+    SPOOLED_BYTES = 9
+    IDLE = 10
 
 
 class NoAudit:
@@ -237,7 +236,6 @@ def _writer_main(
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     recorder = AuditRecorder(settings, AuditRepository(make_engine(settings.database_url)), chain)
     recorder.start()
-    status[Slot.ALIVE] = 1
     while True:
         try:
             if conn.poll(0.02):
@@ -251,7 +249,6 @@ def _writer_main(
         _publish(recorder, status)
     recorder.close()
     _publish(recorder, status)
-    status[Slot.ALIVE] = 0
 
 
 def _publish(recorder: AuditRecorder, status: Any) -> None:

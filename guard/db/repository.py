@@ -121,14 +121,6 @@ class AuditRepository:
         with _translated():
             return self.engine.connect()
 
-    def ping(self) -> bool:
-        try:
-            with self._connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except (DatabaseUnavailable, sa.exc.DBAPIError):
-            return False
-        return True
-
     # -- reads ----------------------------------------------------------------
 
     def chains(self) -> list[ChainInfo]:

@@ -60,9 +60,6 @@ async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -
     """One guarded exchange, recorded whatever happens to it."""
     ex = Exchange(inbound, adapter, Capture(services.settings.audit.max_text_bytes))
     with _recorded_on_error(ex, services):
-        services.audit.admit()
-        if inbound.refused:
-            raise inbound.refused
         open_exchange(ex, services)
         await guard_input(ex, services)
         reply = await send_upstream(ex, services)
@@ -77,9 +74,6 @@ async def run_passthrough(inbound: Inbound, upstream_name: str, services: Servic
     """A path the settings let through uninspected: forwarded as is, and recorded."""
     ex = Exchange(inbound, OPAQUE, Capture(services.settings.audit.max_text_bytes))
     with _recorded_on_error(ex, services):
-        services.audit.admit()
-        if inbound.refused:
-            raise inbound.refused
         upstream = services.upstreams[upstream_name]
         path = inbound.path + (f"?{inbound.query}" if inbound.query else "")
         headers = request_headers(inbound.headers, upstream)
@@ -94,7 +88,10 @@ async def run_passthrough(inbound: Inbound, upstream_name: str, services: Servic
 
 @contextmanager
 def _recorded_on_error(ex: Exchange, services: Services) -> Iterator[None]:
+    """Admit the exchange (audit can keep it, the ingress read it), run the body, and
+    record the exchange if anything stops it."""
     try:
+        _admit(ex, services)
         yield
     except ClientFacingError as exc:
         ex.finish(exc.status, exc.code or exc.type)
@@ -108,6 +105,12 @@ def _recorded_on_error(ex: Exchange, services: Services) -> Iterator[None]:
         ex.finish(500, "internal_error")
         services.audit.record(ex)
         raise
+
+
+def _admit(ex: Exchange, services: Services) -> None:
+    services.audit.admit()
+    if ex.inbound.refused:
+        raise ex.inbound.refused
 
 
 def audited(ex: Exchange, out: Outbound, services: Services) -> Outbound:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +61,6 @@ class UpstreamReply:
 
     upstream: str
     response: aiohttp.ClientResponse
-    first_byte_s: float
 
     @property
     def status(self) -> int:
@@ -107,7 +105,6 @@ async def forward(
     content: bytes | None,
 ) -> UpstreamReply:
     """Send and return as soon as the status line and headers are in."""
-    started = time.perf_counter()
     with map_upstream_errors(upstream.name):
         response = await upstream.session.request(
             method,
@@ -116,7 +113,7 @@ async def forward(
             data=content,
             allow_redirects=False,
         )
-    return UpstreamReply(upstream.name, response, time.perf_counter() - started)
+    return UpstreamReply(upstream.name, response)
 
 
 @contextmanager
