@@ -12,6 +12,7 @@ from guard.db.base import make_engine
 from guard.db.migrate import upgrade
 from guard.settings import Settings
 from tests.fakes.guard_server import GuardServer
+from tests.fakes.postgres import scratch_database
 from tests.fakes.upstream import FakeModelServer
 
 
@@ -51,6 +52,16 @@ def audit_home(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Path]:
     )
     yield home
     _audit_defaults.clear()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A scratch PostgreSQL database migrated to head, dropped after the test."""
+    with scratch_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def make_settings(upstream_url: str, **overrides: Any) -> Settings:

@@ -1,11 +1,20 @@
-"""Audit events and databases for tests that exercise the store without HTTP."""
+"""Audit events for tests, and what an audit database holds."""
 
 from __future__ import annotations
 
+import collections
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
+from guard.audit.chain import ChainReport, verify_trail
 from guard.audit.events import AuditEvent, FindingCount, RuleHit, new_event_id
+from guard.db import models
+from guard.db.base import make_engine
+from guard.db.repository import AuditRepository
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -47,3 +56,24 @@ def sample_event(n: int = 0, **fields: Any) -> AuditEvent:
     }
     values.update(fields)
     return AuditEvent(**values)
+
+
+def stored(url: str) -> tuple[collections.Counter[int], list[ChainReport]]:
+    """What an audit database holds: events counted by status, and its chains verified."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            status = models.events.c.status
+            rows = conn.execute(sa.select(status, sa.func.count()).group_by(status)).all()
+        return collections.Counter(dict(rows)), verify_trail(AuditRepository(engine), None)
+    finally:
+        engine.dispose()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -1,7 +1,6 @@
 """The recorder against a real PostgreSQL that goes away: spool, replay, fail closed or
 open, drain on shutdown, and a slow database that never slows a request."""
 
-import asyncio
 import threading
 import time
 import uuid
@@ -11,26 +10,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from guard.audit.chain import verify_trail
 from guard.audit.recorder import AuditRecorder
 from guard.db import models
 from guard.db.base import make_engine
-from guard.db.migrate import upgrade
 from guard.db.repository import AuditRepository
 from guard.settings import AuditSettings
 from tests.conftest import make_settings
-from tests.fakes.audit import sample_event
-from tests.fakes.postgres import scratch_database
+from tests.fakes.audit import sample_event, stored, wait_until
 from tests.fakes.tcp_relay import TcpRelay
-
-
-@pytest.fixture
-def pg_url():
-    with scratch_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        yield url
 
 
 @pytest.fixture
@@ -43,38 +30,12 @@ def through(url, relay):
     return url.replace(":5432/", f":{relay.port}/")
 
 
-def verify(url):
-    engine = make_engine(url)
-    try:
-        return verify_trail(AuditRepository(engine), None)
-    finally:
-        engine.dispose()
-
-
-def count_events(url):
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(models.events)).scalar()
-    finally:
-        engine.dispose()
-
-
 def make_recorder(url, tmp_path, **options):
     values = {"flush_interval": 0.01, "retry_interval": 0.1, **options}
     settings = AuditSettings(database_url=url, spool_dir=tmp_path / "spool", **values)
     recorder = AuditRecorder(settings, AuditRepository(make_engine(url, pool_timeout=2)))
     recorder.start()
     return recorder
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_unreachable_database_spools_then_replays_in_order_exactly_once(pg_url, relay, tmp_path):
@@ -87,15 +48,15 @@ def test_unreachable_database_spools_then_replays_in_order_exactly_once(pg_url, 
         recorder.record(sample_event(i))
     assert wait_until(lambda: recorder.stats.spooled == 200)
     assert not recorder.db_up
-    assert count_events(pg_url) == 50
+    assert stored(pg_url)[0].total() == 50
     relay.restore()
     assert recorder.flush(timeout=20)
     assert recorder.stats.replayed == 200
     assert recorder.db_up
-    assert count_events(pg_url) == 250
-    reports = verify(pg_url)
+    assert stored(pg_url)[0].total() == 250
+    reports = stored(pg_url)[1]
     assert [(r.checked, r.problem) for r in reports] == [(250, None)]
-    asyncio.run(recorder.aclose())
+    recorder.close()
     assert list((tmp_path / "spool").glob("*.spool")) == [
         tmp_path / "spool" / f"{recorder.chain.id}.spool"
     ]
@@ -105,8 +66,8 @@ def test_shutdown_drains_the_queue(pg_url, tmp_path):
     recorder = make_recorder(pg_url, tmp_path, flush_interval=5.0)
     for i in range(300):
         recorder.record(sample_event(i))
-    asyncio.run(recorder.aclose())
-    assert count_events(pg_url) == 300
+    recorder.close()
+    assert stored(pg_url)[0].total() == 300
     assert recorder.stats.lost == 0
 
 
@@ -117,16 +78,16 @@ def test_shutdown_with_the_database_down_leaves_a_spool_the_next_start_replays(
     relay.cut()
     for i in range(40):
         first.record(sample_event(i))
-    asyncio.run(first.aclose())
+    first.close()
     assert first.stats.spooled == 40
     relay.restore()
     second = make_recorder(through(pg_url, relay), tmp_path)
     assert second.flush(timeout=20)
-    assert count_events(pg_url) == 40
+    assert stored(pg_url)[0].total() == 40
     assert second.stats.replayed == 40
-    asyncio.run(second.aclose())
+    second.close()
     assert not list((tmp_path / "spool").glob(f"{first.chain.id}.*"))
-    reports = verify(pg_url)
+    reports = stored(pg_url)[1]
     assert [r.problem for r in reports] == [None]
 
 
@@ -163,9 +124,9 @@ def test_when_nothing_can_keep_events(guard_at, upstream, pg_url, relay, mode):
     statuses.append(httpx.post(f"{server.url}/v1/chat/completions", json=body).status_code)
     assert statuses[-1] == 200
     assert recorder.flush(timeout=20)
-    stored = count_events(pg_url)
+    kept = stored(pg_url)[0].total()
     # Fail closed loses nothing (refusals are recorded too); fail open counts its losses.
-    assert stored + recorder.stats.lost == len(statuses)
+    assert kept + recorder.stats.lost == len(statuses)
     if mode == "fail_closed":
         assert recorder.stats.lost == 0
 
@@ -192,13 +153,13 @@ def test_a_locked_table_never_slows_requests(guard_at, upstream, pg_url):
                 started = time.perf_counter()
                 assert client.post(f"{server.url}/v1/chat/completions", json=body).is_success
                 took.append(time.perf_counter() - started)
-        assert count_events(pg_url) == 0  # the writer is stuck behind the lock ...
+        assert stored(pg_url)[0].total() == 0  # the writer is stuck behind the lock ...
         assert max(took) < 0.5  # ... and no request waited for it
     finally:
         release.set()
         locker.join()
     assert recorder.flush(timeout=20)
-    assert count_events(pg_url) == 40
+    assert stored(pg_url)[0].total() == 40
 
 
 def test_each_chain_belongs_to_one_process(pg_url, tmp_path):
@@ -208,8 +169,8 @@ def test_each_chain_belongs_to_one_process(pg_url, tmp_path):
         a.record(sample_event(i))
         b.record(sample_event(i))
     for recorder in (a, b):
-        asyncio.run(recorder.aclose())
-    reports = verify(pg_url)
+        recorder.close()
+    reports = stored(pg_url)[1]
     assert sorted(r.chain_id for r in reports) == sorted([a.chain.id, b.chain.id])
     assert {(r.checked, r.problem) for r in reports} == {(20, None)}
     assert uuid.UUID(a.chain.id).version == 7
@@ -238,12 +199,12 @@ def test_an_event_the_database_refuses_is_set_aside_and_the_rest_written(pg_url,
     for event in (sample_event(0), poison, sample_event(2)):
         recorder.record(event)
     assert recorder.flush()
-    asyncio.run(recorder.aclose())
-    assert count_events(pg_url) == 2
+    recorder.close()
+    assert stored(pg_url)[0].total() == 2
     assert (recorder.stats.written, recorder.stats.dead_letters) == (2, 1)
     [dead] = (tmp_path / "spool").glob("*.dead-letter")
     [line] = dead.read_text().splitlines()
     assert poison.id in line
     # The gap it leaves in the chain is reported, not hidden.
-    [report] = verify(pg_url)
+    [report] = stored(pg_url)[1]
     assert report.problem.kind == "deleted"

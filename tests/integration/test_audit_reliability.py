@@ -15,47 +15,14 @@ import time
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from guard.audit.chain import verify_trail
-from guard.db import models
-from guard.db.base import make_engine
-from guard.db.migrate import upgrade
-from guard.db.repository import AuditRepository
 from tests.conftest import make_settings
+from tests.fakes.audit import stored, wait_until
 from tests.fakes.guard_server import free_port
-from tests.fakes.postgres import cluster, pg_running, scratch_database
+from tests.fakes.postgres import cluster, pg_running
 from tests.fakes.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pg_url():
-    with scratch_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        yield url
-
-
-def stored(url):
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(models.events.c.status, sa.func.count()).group_by(models.events.c.status)
-            ).all()
-        return collections.Counter(dict(rows)), verify_trail(AuditRepository(engine), None)
-    finally:
-        engine.dispose()
-
-
-def wait_until(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.timeout(180)
@@ -76,15 +43,15 @@ def test_postgres_stopped_mid_load_loses_nothing(guard_at, upstream, pg_url):
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        wait_until(lambda: len(statuses) > 100, 30)
+        assert wait_until(lambda: len(statuses) > 100, 30)
         cluster("stop")
-        wait_until(lambda: not recorder.db_up, 30)
+        assert wait_until(lambda: not recorder.db_up, 30)
         spooled_before = recorder.stats.spooled
-        wait_until(lambda: recorder.stats.spooled > spooled_before + 50, 30)
+        assert wait_until(lambda: recorder.stats.spooled > spooled_before + 50, 30)
     finally:
         if not pg_running():
             cluster("start")
-    wait_until(lambda: recorder.db_up and recorder.stats.replayed > 0, 60)
+    assert wait_until(lambda: recorder.db_up and recorder.stats.replayed > 0, 60)
     time.sleep(0.5)
     stop.set()
     worker.join()
@@ -114,7 +81,7 @@ def _serve(tmp_path, env):
         except httpx.TransportError:
             return False
 
-    wait_until(up, 30)
+    assert wait_until(up, 30)
     return proc, url
 
 
@@ -134,7 +101,9 @@ def test_sigkill_while_the_spool_holds_events_replays_them_after_restart(
         try:
             for _ in range(5):
                 assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code == 200
-            wait_until(lambda: httpx.get(f"{url}/readyz").json()["audit"]["written"] == 5, 10)
+            assert wait_until(
+                lambda: httpx.get(f"{url}/readyz").json()["audit"]["written"] == 5, 10
+            )
             relay.cut()
             for _ in range(30):
                 assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code == 200
@@ -143,7 +112,7 @@ def test_sigkill_while_the_spool_holds_events_replays_them_after_restart(
                 audit = httpx.get(f"{url}/readyz").json()["audit"]
                 return audit["spooled"] == 30 and audit["queued"] == 0
 
-            wait_until(all_spooled, 20)
+            assert wait_until(all_spooled, 20)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -151,7 +120,7 @@ def test_sigkill_while_the_spool_holds_events_replays_them_after_restart(
         relay.restore()
         second, url = _serve(tmp_path, env)
         try:
-            wait_until(lambda: stored(pg_url)[0].total() == 35, 30)
+            assert wait_until(lambda: stored(pg_url)[0].total() == 35, 30)
             assert httpx.get(f"{url}/readyz").json()["audit"]["replayed"] == 30
         finally:
             second.send_signal(signal.SIGTERM)
