@@ -37,6 +37,7 @@ from bench.audit import latency as lat
 from bench.audit import rate
 from bench.audit.scratch import Server, scratch_database
 from bench.proxy_overhead import procs as px
+from bench.proxy_overhead.load import cell
 
 FLOOR_EVENTS_PER_S = 5_000.0
 FLOOR_P50_RATIO = 1.10  # audit on p50 / audit off p50, at c=16
@@ -163,7 +164,7 @@ def rate_section(results: dict[str, list[rate.Round]], args: argparse.Namespace)
 def latency_section(
     targets: list[lat.Target], tallies: list[lat.Tally], args: argparse.Namespace
 ) -> list[str]:
-    cells = {t.name: lat.cell(t.samples) for t in targets}
+    cells = {t.name: cell(t.samples) for t in targets}
     direct = cells["direct"]
     lines = [
         f"## Latency at c={args.concurrency}, audit on vs off",
@@ -249,7 +250,7 @@ def summary(
     else:
         out.append("  [SKIP] recorder throughput (--skip rate)")
     if targets:
-        cells = {t.name: lat.cell(t.samples) for t in targets}
+        cells = {t.name: cell(t.samples) for t in targets}
         off = cells[lat.OFF]
         for name in (n for n in (lat.PG, lat.SQLITE) if n in cells):
             on = cells[name]

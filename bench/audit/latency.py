@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import json
 import sqlite3
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,20 +29,6 @@ from bench.proxy_overhead.load import PATH, Sample, measure, request_body, run_w
 OFF, PG, SQLITE = "audit-off", "audit-pg", "audit-sqlite"
 GUARDS = (OFF, PG, SQLITE)
 _DRAIN_TIMEOUT_S = 60.0
-
-_CONFIG = """\
-server: {{host: {host}, port: {port}, log_level: warning}}
-upstreams:
-  - name: mock
-    base_url: http://{host}:{mock_port}
-    kind: openai
-    pool: {{max_connections: 512}}
-models:
-  - name: bench-model
-    upstream: mock
-    licence: {{id: apache-2.0, commercial_use: true}}
-audit: {audit}
-"""
 
 
 @dataclass
@@ -85,7 +70,7 @@ class Tally:
 def _audit_section(name: str, workdir: Path, scratch: Scratch) -> tuple[str, Path | None]:
     spool = workdir / f"{name}-spool"
     if name == OFF:
-        return "{enabled: false}", None
+        return px.AUDIT_OFF, None
     if name == PG:
         return (
             json.dumps({"enabled": True, "database_url": scratch.url, "spool_dir": str(spool)}),
@@ -108,9 +93,9 @@ def start(procs: px.Procs, names: Sequence[str], scratch: Scratch) -> list[Targe
     for name in names:
         port = px.free_port()
         audit, sqlite_path = _audit_section(name, procs.workdir, scratch)
-        config = procs.workdir / f"{name}.yaml"
-        config.write_text(
-            _CONFIG.format(host=px.LOOPBACK, port=port, mock_port=mock_port, audit=audit)
+        # The stream upstream is never called here; the mock's port stands in for it.
+        config = px.guard_config(
+            procs, name, port, mock_port=mock_port, sse_port=mock_port, audit=audit
         )
         proc = px.start_guard(procs, name, "uvicorn", config, port)
         targets.append(Target(name, port, proc, sqlite_path))
@@ -200,32 +185,4 @@ def tally(target: Target, connections: int, scratch: Scratch) -> Tally:
         lost=_int(audit.get("lost")),
         spooled=_int(audit.get("spooled")),
         queued=_int(audit.get("queued")),
-    )
-
-
-@dataclass(frozen=True)
-class Cell:
-    rps: float
-    rps_min: float
-    rps_max: float
-    p50_ms: float
-    p50_min: float
-    p50_max: float
-    p99_ms: float
-    cpu_us: float
-    errors: int
-
-
-def cell(samples: Sequence[Sample]) -> Cell:
-    med = statistics.median
-    return Cell(
-        rps=med(s.rps for s in samples),
-        rps_min=min(s.rps for s in samples),
-        rps_max=max(s.rps for s in samples),
-        p50_ms=med(s.p50_ms for s in samples),
-        p50_min=min(s.p50_ms for s in samples),
-        p50_max=max(s.p50_ms for s in samples),
-        p99_ms=med(s.p99_ms for s in samples),
-        cpu_us=med(s.cpu_us_per_req for s in samples),
-        errors=sum(s.errors for s in samples),
     )

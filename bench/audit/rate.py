@@ -13,7 +13,6 @@ everything committed. Two feeds:
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 import tempfile
@@ -256,7 +255,7 @@ def run_round(scratch: Scratch, items: Sequence[Item], feed: str, timeout_s: flo
                 time.sleep(0.001)
             done = time.perf_counter()
         finally:
-            asyncio.run(recorder.aclose())
+            recorder.close()
         stats = recorder.stats
         return Round(
             feed=feed,

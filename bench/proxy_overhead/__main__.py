@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.proxy_overhead import procs as px
-from bench.proxy_overhead.load import PATH, Sample, measure, request_body, wrk_threads
+from bench.proxy_overhead.load import PATH, Sample, cell, measure, request_body, wrk_threads
 from bench.proxy_overhead.ttfb import GAPLESS_STREAM_BODY, KeepAliveClient, check_stream
 
 GUARD_DEFAULT = "guard-uvicorn"
@@ -230,30 +229,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
-
-
-@dataclass(frozen=True)
-class Cell:
-    rps: float
-    rps_min: float
-    rps_max: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us: float
-    errors: int
-
-
-def cell(samples: list[Sample]) -> Cell:
-    med = statistics.median
-    return Cell(
-        rps=med(s.rps for s in samples),
-        rps_min=min(s.rps for s in samples),
-        rps_max=max(s.rps for s in samples),
-        p50_ms=med(s.p50_ms for s in samples),
-        p99_ms=med(s.p99_ms for s in samples),
-        cpu_us=med(s.cpu_us_per_req for s in samples),
-        errors=sum(s.errors for s in samples),
-    )
 
 
 def _pct(a: float, b: float) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,4 +105,34 @@ def measure(
         p99_ms=s["p99_us"] / 1000 if s["p99_us"] else printed.get("p99", 0.0),
         errors=errors,
         cpu_us_per_req=cpu / requests * 1e6 if requests else float("nan"),
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The samples of one target and concurrency, summarised: medians, with spreads."""
+
+    rps: float
+    rps_min: float
+    rps_max: float
+    p50_ms: float
+    p50_min: float
+    p50_max: float
+    p99_ms: float
+    cpu_us: float
+    errors: int
+
+
+def cell(samples: Sequence[Sample]) -> Cell:
+    med = statistics.median
+    return Cell(
+        rps=med(s.rps for s in samples),
+        rps_min=min(s.rps for s in samples),
+        rps_max=max(s.rps for s in samples),
+        p50_ms=med(s.p50_ms for s in samples),
+        p50_min=min(s.p50_ms for s in samples),
+        p50_max=max(s.p50_ms for s in samples),
+        p99_ms=med(s.p99_ms for s in samples),
+        cpu_us=med(s.cpu_us_per_req for s in samples),
+        errors=sum(s.errors for s in samples),
     )

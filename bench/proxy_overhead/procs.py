@@ -301,16 +301,20 @@ models:
   - name: bench-stream
     upstream: sse
     licence: {{id: apache-2.0, commercial_use: true}}
-# The proxy alone; what the audit trail adds is measured by bench.audit.
-audit: {{enabled: false}}
+audit: {audit}
 """
+# The proxy alone; what the audit trail adds is measured by bench.audit.
+AUDIT_OFF = "{enabled: false}"
 
 
-def guard_config(procs: Procs, name: str, port: int, *, mock_port: int, sse_port: int) -> Path:
+def guard_config(
+    procs: Procs, name: str, port: int, *, mock_port: int, sse_port: int, audit: str = AUDIT_OFF
+) -> Path:
     path = procs.workdir / f"{name}.yaml"
-    path.write_text(
-        GUARD_CONFIG.format(host=LOOPBACK, port=port, mock_port=mock_port, sse_port=sse_port)
+    text = GUARD_CONFIG.format(
+        host=LOOPBACK, port=port, mock_port=mock_port, sse_port=sse_port, audit=audit
     )
+    path.write_text(text)
     return path
 
 
