@@ -1,7 +1,8 @@
 """guard: a governance and safety proxy for self-hosted LLM servers."""
 
 from guard.detectors.base import Detector, Direction, Finding, ScanContext
-from guard.policy.engine import Action, Decision, PolicyEngine, Redaction
+from guard.policy.decision import Action, Decision, Redaction
+from guard.policy.engine import PolicyEngine
 from guard.registry.cards import LicenceCard, ModelCard
 
 __version__ = "0.1.0"

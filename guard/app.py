@@ -19,10 +19,10 @@ from litestar.openapi import OpenAPIConfig
 from guard import __version__
 from guard.audit.writer import NoAudit, open_writer
 from guard.detectors.registry import DetectorRegistry
-from guard.detectors.runner import DetectorRunner
 from guard.errors import (
     BodyTooLarge,
     ClientFacingError,
+    ConfigError,
     ollama_error_body,
     openai_error_body,
 )
@@ -30,7 +30,10 @@ from guard.ingress import admin, health, ollama, openai
 from guard.ingress.common import HTTPRequest
 from guard.ingress.passthrough import passthrough_routes
 from guard.pipeline.flow import Services
-from guard.policy.engine import AllowAll, PolicyEngine
+from guard.policy.actions import Redactor
+from guard.policy.engine import FixedGuardrails, PolicyEngine
+from guard.policy.loader import BUNDLED, Loader, PolicyError
+from guard.policy.store import EventSink, PolicyStore
 from guard.registry.cards import ModelRegistry
 from guard.settings import LOG_FORMAT, Settings, load_settings
 from guard.upstream import UpstreamPool
@@ -45,9 +48,19 @@ def create_app(
     registry: DetectorRegistry | None = None,
     policy: PolicyEngine | None = None,
 ) -> Litestar:
-    """The guard ASGI app. Tests pass their own detector registry and policy engine."""
+    """The guard ASGI app, deciding by the policy bundle the settings name. Embedders
+    and tests may pass their own detector registry, or a fixed policy engine in code
+    (which then runs every detector of ``settings.detectors``)."""
     registry = registry or DetectorRegistry.builtin()
-    detectors = registry.create(settings.detectors)  # fails the start, not the first request
+    fixed = None
+    if policy is not None:  # fails the start, not the first request
+        fixed = FixedGuardrails(registry.create(settings.detectors), policy, settings.scan.timeout)
+    else:
+        for name in settings.detectors:  # a misspelt detector name stops the start
+            try:
+                registry.entry(name)
+            except ConfigError as exc:
+                raise ConfigError(f"detectors.{name}: {exc}") from None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -56,14 +69,24 @@ def create_app(
             recorder = await asyncio.to_thread(open_writer, settings.audit)
         else:
             log.warning("audit: disabled (audit.enabled: false); no exchange is recorded")
+        audit = recorder or NoAudit()
+        models = ModelRegistry(settings.models)
+        if fixed is not None:
+            policies = PolicyStore(fixed)
+        else:
+            try:
+                policies = await _open_policies(settings, registry, models, audit)
+            except BaseException:
+                if recorder is not None:  # the start failed: the writer process goes too
+                    await asyncio.shield(recorder.aclose())
+                raise
         upstreams = UpstreamPool(settings.upstreams)
         app.state.services = Services(
             settings=settings,
-            models=ModelRegistry(settings.models),
+            models=models,
             upstreams=upstreams,
-            detectors=DetectorRunner(detectors, settings.scan.timeout),
-            policy=policy or AllowAll(),
-            audit=recorder or NoAudit(),
+            policies=policies,
+            audit=audit,
         )
         app.state.recorder = recorder
         app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -71,9 +94,11 @@ def create_app(
         # (measured: a third off p99 latency under load).
         gc.collect()
         gc.freeze()
+        policies.start_watching()
         try:
             yield
         finally:
+            await asyncio.shield(policies.aclose())
             await asyncio.shield(upstreams.aclose())
             if recorder is not None:
                 await asyncio.shield(recorder.aclose())
@@ -83,7 +108,8 @@ def create_app(
             *openai.ROUTES,
             *ollama.ROUTES,
             *health.ROUTES,
-            admin.ROUTER,
+            admin.AUDIT,
+            admin.POLICIES,
             *passthrough_routes(settings.passthrough),
         ],
         lifespan=[lifespan],
@@ -96,6 +122,22 @@ def create_app(
         logging_config=None,  # guard's command line configures logging, once per process
         openapi_config=OpenAPIConfig(title="guard", version=__version__),
     )
+
+
+async def _open_policies(
+    settings: Settings, registry: DetectorRegistry, models: ModelRegistry, audit: EventSink
+) -> PolicyStore:
+    """Load, check and test the policy bundle; one that cannot be used stops the start."""
+    policy = settings.policy
+    redactor = Redactor.from_settings(policy)
+    loader = Loader(registry, settings.detectors, redactor, settings.scan.timeout)
+    root = policy.dir or BUNDLED
+    try:
+        return await PolicyStore.open(loader, root, policy, {m.name: m for m in models}, audit)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            log.error("policy: %s", problem)  # noqa: TRY400  # each problem, no traceback
+        raise
 
 
 def app_factory() -> Litestar:

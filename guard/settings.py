@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from guard.errors import ConfigError
+from guard.registry import licences
 
 ENV_PREFIX = "GUARD_"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -86,11 +87,49 @@ class UpstreamSettings(Strict):
 
 
 class Licence(Strict):
-    id: str = Field(description="SPDX id or the model's own licence name, e.g. llama3.1")
+    """A model's licence terms: a plain id (``licence: llama3.1``) takes them all from
+    guard's catalogue (``guard licences``); in the mapping form, the keys given override
+    the catalogue's (an operator with a separate agreement). An id the catalogue lacks
+    needs at least ``commercial_use``."""
+
+    id: str = Field(description="A catalogue id or alias (e.g. llama3.1), or the licence's name")
     commercial_use: bool
     attribution_required: bool = False
-    source_url: AnyHttpUrl | None = None
+    share_alike: bool = False
+    restrictions: tuple[str, ...] = Field(
+        default=(), description="What the licence forbids or conditions, in short."
+    )
+    user_threshold: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Monthly active users above which the licensor's licence is needed.",
+    )
+    source_url: AnyHttpUrl | None = Field(default=None, description="Where the weights came from.")
     revision: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_catalogue(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"id": data}
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            return data  # the field checks say what is wrong
+        entry = licences.lookup(data["id"])
+        if entry is None:
+            # None, not absent: the check below then says why the key is needed.
+            return {"commercial_use": None, **data}
+        # The catalogue's id, so that audit events and queries see one spelling.
+        return {**entry.terms(), **data, "id": entry.id}
+
+    @field_validator("commercial_use", mode="before")
+    @classmethod
+    def _given(cls, value: object) -> object:
+        if value is None:
+            known = ", ".join(licences.catalogue().ids[:6])
+            raise ValueError(
+                f"required: true or false, unless the licence id is in guard's catalogue "
+                f"(known: {known}, ...; `guard licences` lists all)"
+            )
+        return value
 
 
 class ModelSettings(Strict):
@@ -123,6 +162,34 @@ class ScanSettings(Strict):
         default=200,
         description="On streams, scan at least every this many characters (and at sentence ends).",
     )
+
+
+class PolicySettings(Strict):
+    dir: Path | None = Field(
+        default=None,
+        description="The policy bundle: a directory of YAML policy files; "
+        "empty: the policies bundled with guard.",
+    )
+    watch: bool = Field(default=True, description="Reload the bundle when a file in it changes.")
+    watch_debounce: Annotated[float, Field(ge=0)] = Field(
+        default=0.5, description="Seconds of quiet after a change before the reload."
+    )
+    test_on_load: bool = Field(
+        default=True,
+        description="Run the bundle's own test cases before it is used; a failure "
+        "rejects it (at start: refuse to start; on reload: keep the running bundle).",
+    )
+    hash_key_env: str | None = Field(
+        default=None,
+        description="Environment variable with the key of the `hash` redaction; "
+        "empty: a new random key per process.",
+    )
+
+    @model_validator(mode="after")
+    def _key_present(self) -> PolicySettings:
+        if self.hash_key_env and not os.environ.get(self.hash_key_env):
+            raise ValueError(f"environment variable {self.hash_key_env} is not set")
+        return self
 
 
 class AuditSettings(Strict):
@@ -199,10 +266,9 @@ def _default_upstreams() -> list[UpstreamSettings]:
 
 
 def _default_models() -> list[ModelSettings]:
-    licence = Licence(
-        id="apache-2.0",
-        commercial_use=True,
-        source_url=AnyHttpUrl("https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct"),
+    # Terms from the catalogue; only where the weights came from is this model's own.
+    licence = Licence.model_validate(
+        {"id": "apache-2.0", "source_url": "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct"}
     )
     return [
         ModelSettings(
@@ -227,6 +293,7 @@ class Settings(BaseSettings):
     detectors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Detector name -> its options; names from the registry."
     )
+    policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
     admin: AdminSettings = AdminSettings()
 

@@ -38,7 +38,7 @@ from guard.db.repository import AuditRepository
 from guard.detectors.base import Direction, Finding
 from guard.detectors.runner import ScanResult
 from guard.pipeline.context import Capture, Exchange, Inbound
-from guard.policy.engine import Action, Decision
+from guard.policy.decision import Action, Decision
 from guard.protocols.openai import ChatCompletions
 from guard.registry.cards import LicenceCard, ModelCard
 from guard.settings import AuditSettings
@@ -57,8 +57,13 @@ _MODEL = ModelCard(
     upstream_model="Qwen/Qwen2.5-0.5B-Instruct",
     licence=LicenceCard(
         id="apache-2.0",
+        name="Apache License 2.0",
         commercial_use=True,
         attribution_required=False,
+        share_alike=False,
+        restrictions=(),
+        user_threshold=None,
+        catalogued=True,
         source_url=None,
         revision="7ae557604adf67be50417f59c2c2f167def9a775",
     ),
@@ -117,8 +122,8 @@ def make_event(rng: random.Random, now: datetime) -> AuditEvent:
         upstream=_MODEL.upstream,
         upstream_model=_MODEL.upstream_model,
         licence_id=_MODEL.licence.id,
-        licence_commercial_use=True,
-        licence_attribution_required=False,
+        licence_commercial_use=_MODEL.licence.commercial_use,
+        licence_attribution_required=_MODEL.licence.attribution_required,
         model_revision=_MODEL.licence.revision,
         policy_version="2026-11-28.1",
         decision="flag",

@@ -8,6 +8,7 @@ or in full) and cut at ``max_text_bytes``.
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ import uuid_utils.compat as uuid_compat
 from guard.detectors.base import Direction
 from guard.pipeline.context import Exchange
 from guard.policy.actions import apply_redactions
-from guard.policy.engine import Action, Redaction
+from guard.policy.decision import Action, Redaction
 from guard.protocols.base import OPAQUE, Adapter, Usage
 from guard.upstream.sse import DONE, EventSplitter, sse_data
 
@@ -34,10 +35,12 @@ class FindingCount(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_score: float
 
 
-class RuleHit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RuleHit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    # omit_defaults: events sealed before ``mode`` existed keep their hashes.
     direction: str
     rule_id: str
     action: str
+    mode: str = "enforce"  # or "monitor": recorded, not acted on
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -108,6 +111,7 @@ class Scanned(msgspec.Struct, frozen=True, array_like=True):
     detectors: list[str]
     scanned: bool
     blocked: bool
+    degraded: bool  # a rule could not be checked and said on_error: allow
 
 
 class ExchangeRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -136,7 +140,7 @@ class ExchangeRecord(msgspec.Struct, frozen=True, array_like=True):
     decided: bool
     decision: int
     policy_version: str | None
-    rules: list[tuple[str, str, str]]
+    rules: list[tuple[str, str, str, str]]  # direction, rule id, action, mode
     input: Scanned
     output: Scanned
     output_guarded: bool
@@ -173,7 +177,7 @@ def record_of(ex: Exchange) -> ExchangeRecord:
         ex.decided,
         max(d.action for d in ex.decisions.values()),
         ex.policy_version,
-        [(d.value, rule, action) for d, rule, action in ex.rules],
+        [(d.value, rule, action, mode) for d, rule, action, mode in ex.rules],
         _scanned(ex, Direction.INPUT),
         _scanned(ex, Direction.OUTPUT),
         ex.output_guarded,
@@ -188,7 +192,10 @@ def _scanned(ex: Exchange, direction: Direction) -> Scanned:
         (f.detector, f.label, f.score, f.text_index, *(f.span or (-1, -1))) for f in scan.findings
     ]
     blocked = ex.decisions[direction].blocks
-    return Scanned(findings, list(scan.failed), list(scan.detectors), scan.scanned, blocked)
+    degraded = direction in ex.degraded
+    return Scanned(
+        findings, list(scan.failed), list(scan.detectors), scan.scanned, blocked, degraded
+    )
 
 
 def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
@@ -223,7 +230,9 @@ def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
         output_scan=_output_status(rec),
         stream=rec.stream,
         findings=summarise(rec),
-        rules=tuple(RuleHit(d, clean(rule, 128), action) for d, rule, action in rec.rules),
+        rules=tuple(
+            RuleHit(d, clean(rule, 128), action, mode) for d, rule, action, mode in rec.rules
+        ),
         request_texts=kept_in,
         response_texts=kept_out,
         texts_truncated=cut,
@@ -236,6 +245,29 @@ def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
         guard_out_ms=_ms(rec.guard_out),
         total_ms=_ms(rec.total) or 0.0,
         trace_id=rec.trace_id,
+    )
+
+
+def policy_event(
+    version: str, outcome: str, reason: str, detail: dict[str, Any], started: float
+) -> AuditEvent:
+    """A policy bundle put in force (``loaded``) or turned away (``rejected``). A loaded
+    bundle's event holds its files, so the exact policy behind any decision can be shown."""
+    now = time.time()
+    return AuditEvent(
+        id=new_event_id(),
+        kind="policy",
+        started_at=utc(started),
+        ended_at=utc(now),
+        client_address="local",
+        method="LOAD",
+        route=clean(reason, 256),
+        policy_version=version,
+        decision=outcome,
+        status=0,
+        total_ms=round((now - started) * 1000, 3),
+        trace_id=new_event_id().replace("-", ""),
+        detail=detail,
     )
 
 
@@ -303,6 +335,8 @@ def _status(scan: Scanned, *, complete: bool) -> ScanStatus:
     open), ``unscanned`` if the policy blocked it for that (failed closed)."""
     if not complete:
         return "partially_scanned"
+    if scan.degraded and not scan.blocked:
+        return "degraded"
     if not scan.scanned or not scan.detectors:
         return "unscanned"
     if scan.failed:

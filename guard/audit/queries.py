@@ -70,7 +70,7 @@ class AuditFilter(BaseModel):
     scan: Literal["scanned", "partially_scanned", "unscanned", "degraded"] | None = Field(
         default=None, description="Scan status of either direction."
     )
-    kind: Literal["exchange", "admin"] | None = None
+    kind: Literal["exchange", "admin", "policy"] | None = None
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         """The conditions on ``audit_events`` this filter means."""
@@ -124,6 +124,28 @@ def export_events(f: AuditFilter) -> sa.Select[Any]:
 
 def one_event(event_id: uuid.UUID) -> sa.Select[Any]:
     return sa.select(E).where(E.c.id == event_id)
+
+
+def policy_bundle(version: str) -> sa.Select[Any]:
+    """The first recorded load of a policy bundle: its event holds the bundle's files."""
+    return (
+        sa.select(E)
+        .where(E.c.policy_version == version, E.c.kind == "policy", E.c.decision == "loaded")
+        .order_by(E.c.started_at, E.c.id)
+        .limit(1)
+    )
+
+
+def describe_bundle(version: str, event: AuditEvent | None) -> str:
+    """The policy files behind a decision, as they were when it was made."""
+    files = (event.detail or {}).get("files") if event else None
+    if event is None or not isinstance(files, dict):
+        return f"policy bundle {version}: not in the audit store"
+    lines = [f"policy bundle {version} (first in force {event.started_at.isoformat()}):"]
+    for name, text in sorted(files.items()):
+        lines.append(f"--- {name}")
+        lines.extend(f"  {line}" for line in str(text).splitlines())
+    return "\n".join(lines)
 
 
 def stats(repo: AuditRepository, f: AuditFilter) -> dict[str, list[dict[str, Any]]]:
@@ -259,8 +281,11 @@ def describe(event: AuditEvent) -> str:
         for f in event.findings
     )
     lines.append("rules:" if event.rules else "rules: none")
-    lines.extend(f"  {r.direction} {r.rule_id}: {r.action}" for r in event.rules)
-    if event.detail:
+    lines.extend(
+        f"  {r.direction} {r.rule_id}: {r.action}" + (" (monitor)" if r.mode == "monitor" else "")
+        for r in event.rules
+    )
+    if event.detail and event.kind != "policy":  # a bundle's files: see describe_bundle
         lines.append(f"detail: {_cell(event.detail)}")
     for name in ("request_texts", "response_texts"):
         texts = getattr(event, name)

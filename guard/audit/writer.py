@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from guard.audit.events import ExchangeRecord, record_of
+from guard.audit.events import AuditEvent, ExchangeRecord, record_of
 from guard.audit.recorder import AuditRecorder, RecorderStats, new_chain
 from guard.db.base import describe, make_engine
 from guard.db.migrate import ensure_current
@@ -43,7 +43,16 @@ from guard.settings import LOG_FORMAT, AuditSettings
 log = logging.getLogger(__name__)
 _FRAME_MAX = 512  # records per pipe message
 _LOSS_LOG_EVERY = 10.0  # seconds between log lines about lost events
-_Frame = msgspec.msgpack.Decoder(list[ExchangeRecord])
+
+
+class _Frame(msgspec.Struct, array_like=True):
+    """One pipe message: exchanges, and the rare event guard builds itself (a policy load)."""
+
+    records: list[ExchangeRecord]
+    events: list[AuditEvent]
+
+
+_FrameDecoder = msgspec.msgpack.Decoder(_Frame)
 
 
 class Slot(enum.IntEnum):
@@ -71,6 +80,9 @@ class NoAudit:
     def record(self, ex: Exchange) -> None:
         pass
 
+    def note(self, event: AuditEvent) -> None:
+        pass
+
 
 class AuditWriter:
     """guard's side: ``admit`` and ``record`` on the request path, the sender thread,
@@ -82,7 +94,7 @@ class AuditWriter:
         self.chain = new_chain(settings)
         self._ctx = multiprocessing.get_context("spawn")
         self._status: SynchronizedArray[int] = self._ctx.Array("q", len(Slot), lock=False)
-        self._queue: deque[ExchangeRecord] = deque()
+        self._queue: deque[ExchangeRecord | AuditEvent] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._sent = 0
@@ -116,6 +128,11 @@ class AuditWriter:
         self._queue.append(record_of(ex))
         if len(self._queue) >= _FRAME_MAX:
             self._wake.set()
+
+    def note(self, event: AuditEvent) -> None:
+        """An event guard built itself (a policy load): sealed and kept like exchanges."""
+        self._queue.append(event)
+        self._wake.set()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -202,9 +219,11 @@ class AuditWriter:
             if self._stopping and not self._queue:
                 return
 
-    def _send(self, batch: list[ExchangeRecord]) -> None:
+    def _send(self, batch: list[ExchangeRecord | AuditEvent]) -> None:
         assert self._conn is not None  # noqa: S101  # set before the sender starts
-        frame = msgspec.msgpack.encode(batch)
+        records = [item for item in batch if isinstance(item, ExchangeRecord)]
+        events = [item for item in batch if isinstance(item, AuditEvent)]
+        frame = msgspec.msgpack.encode(_Frame(records, events))
         try:
             self._conn.send_bytes(frame)
         except OSError:
@@ -239,10 +258,11 @@ def _writer_main(
     while True:
         try:
             if conn.poll(0.02):
-                frame = _Frame.decode(conn.recv_bytes())
+                frame = _FrameDecoder.decode(conn.recv_bytes())
                 status[Slot.IDLE] = 0  # before ACCEPTED moves, so flush() never sees it stale
-                for record in frame:
-                    recorder.record(record)
+                items: list[ExchangeRecord | AuditEvent] = [*frame.records, *frame.events]
+                for item in items:
+                    recorder.record(item)
                     status[Slot.ACCEPTED] += 1
         except EOFError:
             break

@@ -86,6 +86,7 @@ class AuditEventRow(Base):
         sa.Index(None, "licence_id", "started_at"),
         sa.Index(None, "decision", "started_at"),
         sa.Index(None, "trace_id"),
+        sa.Index(None, "policy_version", "kind"),
     )
 
 
@@ -117,6 +118,8 @@ class AuditRuleHitRow(Base):
     direction: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
     rule_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     action: Mapped[str] = mapped_column(sa.String(8))
+    # monitor: the rule's policy runs in shadow mode; recorded, not acted on
+    mode: Mapped[str] = mapped_column(sa.String(8), server_default="enforce")
 
     __table_args__ = (sa.Index(None, "rule_id"),)
 

@@ -213,7 +213,7 @@ class AuditRepository:
 
 
 _FINDING_COLUMNS = ("event_id", "direction", "detector", "label", "count", "max_score")
-_RULE_COLUMNS = ("event_id", "direction", "rule_id", "action")
+_RULE_COLUMNS = ("event_id", "direction", "rule_id", "action", "mode")
 _JSON_COLUMNS = frozenset({"findings", "rules", "request_texts", "response_texts", "detail"})
 
 
@@ -235,7 +235,9 @@ class _Rows:
                 (event_id, f.direction, f.detector, f.label, f.count, f.max_score)
                 for f in ev.findings
             )
-            self.rules.extend((event_id, r.direction, r.rule_id, r.action) for r in ev.rules)
+            self.rules.extend(
+                (event_id, r.direction, r.rule_id, r.action, r.mode) for r in ev.rules
+            )
 
 
 def _converter(name: str, pg: bool) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from guard.registry.cards import ModelCard
+from guard.tenancy import Tenant
 
 
 class Direction(enum.StrEnum):
@@ -38,6 +39,7 @@ class ScanContext:
     route: str
     model: ModelCard
     stream: bool
+    tenant: Tenant | None = None  # None: the request carried no tenant
 
 
 @runtime_checkable

@@ -1,5 +1,6 @@
-"""The admin API's audit queries under /admin/audit: read-only, behind a token of its
-own that no client key can be (``admin.token_env``)."""
+"""The admin API, behind a token of its own that no client key can be
+(``admin.token_env``): audit queries under /admin/audit (read-only), and the policy
+bundle under /admin/policies (its state, its reload, any recorded version)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from litestar import Router, get
+from litestar import Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
@@ -20,7 +21,14 @@ from pydantic import ValidationError
 from guard.audit import queries
 from guard.audit.chain import verify_trail
 from guard.db.repository import AuditRepository
-from guard.errors import AuditUnavailable, BadRequest, NotFound, Unauthorized
+from guard.errors import (
+    AuditUnavailable,
+    BadRequest,
+    ClientFacingError,
+    ConfigError,
+    NotFound,
+    Unauthorized,
+)
 from guard.ingress.common import HTTPRequest, services_of
 
 _MAX_LIMIT = 10_000
@@ -130,9 +138,56 @@ async def verify(request: HTTPRequest) -> Response[dict[str, Any]]:
     return Response({"ok": ok, "chains": chains}, status_code=200 if ok else 409)
 
 
-ROUTER = Router(
+AUDIT = Router(
     path="/admin/audit",
     route_handlers=[list_events, show_event, stats, export, verify],
+    guards=[_require_admin],
+    include_in_schema=True,
+)
+
+
+class NothingToReload(ClientFacingError):
+    status = 409
+    type = "invalid_request_error"
+    code = "fixed_policy"
+
+
+@get("/")
+async def policy_status(request: HTTPRequest) -> dict[str, Any]:
+    """The bundle in force, its policies, and how the last load or reload went."""
+    return services_of(request).policies.status()
+
+
+@post("/reload", status_code=200)
+async def reload_policies(request: HTTPRequest) -> Response[dict[str, Any]]:
+    """Load, check and test the bundle's directory now; 422 if it was turned away."""
+    try:
+        attempt = await services_of(request).policies.reload("admin")
+    except ConfigError as exc:
+        raise NothingToReload(str(exc)) from None
+    status = 422 if attempt.outcome == "rejected" else 200
+    return Response(attempt.as_json(), status_code=status)
+
+
+@get("/versions/{version:str}")
+async def policy_version(request: HTTPRequest, version: FromPath[str]) -> dict[str, Any]:
+    """A bundle as recorded when it was put in force: its files, exactly."""
+    found = await asyncio.to_thread(_repo(request).events, queries.policy_bundle(version))
+    if not found:
+        raise NotFound(f"No policy bundle {version[:80]} in the audit store")
+    event = found[0]
+    detail = event.detail or {}
+    return {
+        "version": version,
+        "first_in_force": event.started_at.isoformat(),
+        "files": detail.get("files", {}),
+        "policies": detail.get("policies", []),
+    }
+
+
+POLICIES = Router(
+    path="/admin/policies",
+    route_handlers=[policy_status, reload_policies, policy_version],
     guards=[_require_admin],
     include_in_schema=True,
 )

@@ -32,7 +32,8 @@ async def readyz(request: HTTPRequest) -> Response[dict[str, object]]:
     body: dict[str, object] = {
         "status": "ready" if ready else "unavailable",
         "upstreams": dict(zip((u.name for u in upstreams), probes, strict=True)),
-        "detectors": services.detectors.names(),
+        "detectors": services.policies.current.detector_names(),
+        "policy": services.policies.summary(),
         "audit": audit,
     }
     return Response(body, status_code=200 if ready else 503)

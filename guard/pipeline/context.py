@@ -12,9 +12,11 @@ from typing import Any
 from guard.detectors.base import Direction, ScanContext
 from guard.detectors.runner import NOTHING_SCANNED, ScanResult
 from guard.errors import ClientFacingError
-from guard.policy.engine import ALLOW, Decision
+from guard.policy.decision import ALLOW, Decision
+from guard.policy.engine import Guardrails
 from guard.protocols.base import Adapter
 from guard.registry.cards import ModelCard
+from guard.tenancy import Tenant
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 # An answer kept for the audit event beyond this is cut; its last chunks are kept
@@ -85,6 +87,8 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)
     model: ModelCard | None = None
+    tenant: Tenant | None = None
+    guardrails: Guardrails | None = None  # the policy bundle this exchange started with
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     trace_id: str = ""
@@ -94,7 +98,8 @@ class Exchange:
     decisions: dict[Direction, Decision] = field(
         default_factory=lambda: dict.fromkeys(Direction, ALLOW)
     )
-    rules: list[tuple[Direction, str, str]] = field(default_factory=list)
+    rules: list[tuple[Direction, str, str, str]] = field(default_factory=list)
+    degraded: set[Direction] = field(default_factory=set)
     decided: bool = False
     policy_version: str | None = None
     rewritten: bool = False
@@ -119,8 +124,14 @@ class Exchange:
             raise RuntimeError("the exchange has no model yet")
         return self.model
 
+    @property
+    def rails(self) -> Guardrails:
+        if self.guardrails is None:  # pragma: no cover - set where the model is routed
+            raise RuntimeError("the exchange has no policy bundle yet")
+        return self.guardrails
+
     def scan_context(self, direction: Direction) -> ScanContext:
-        return ScanContext(direction, self.adapter.route, self.card, self.stream)
+        return ScanContext(direction, self.adapter.route, self.card, self.stream, self.tenant)
 
     def add_scan(self, direction: Direction, scan: ScanResult) -> None:
         """Scans of one direction add up (a stream is scanned window by window)."""
@@ -134,10 +145,12 @@ class Exchange:
 
     def add_decision(self, direction: Direction, decision: Decision) -> None:
         self.decided = True
-        for rule in decision.rule_ids:
-            hit = (direction, rule, decision.action.name.lower())
+        for match in decision.hits():
+            hit = (direction, match.rule_id, match.action.name.lower(), match.mode)
             if hit not in self.rules:
                 self.rules.append(hit)
+        if decision.degraded:
+            self.degraded.add(direction)
         if decision.action > self.decisions[direction].action:
             self.decisions[direction] = decision
 

@@ -13,23 +13,26 @@ import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from guard.detectors.base import Direction
-from guard.detectors.runner import DetectorRunner
 from guard.errors import BadRequest, ClientFacingError, PolicyBlocked, UpstreamError
 from guard.pipeline.context import Capture, Exchange, Inbound, Outbound
 from guard.pipeline.streams import StreamGuard
 from guard.policy.actions import apply_redactions
-from guard.policy.engine import Decision, PolicyEngine
+from guard.policy.decision import Decision
+from guard.policy.store import PolicyStore
 from guard.protocols.base import OPAQUE, Adapter, TextRef, write_texts
 from guard.registry.cards import ModelRegistry
 from guard.settings import Settings
 from guard.upstream import UpstreamPool, UpstreamReply, forward
 from guard.upstream.forward import request_headers
 from guard.upstream.sse import EventSplitter
+
+if TYPE_CHECKING:
+    from guard.audit.events import AuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ class AuditSink(Protocol):
     def record(self, ex: Exchange) -> None:
         """Take a finished exchange; never blocks."""
 
+    def note(self, event: AuditEvent) -> None:
+        """Take an event guard built itself (a policy load); never blocks."""
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -51,8 +57,7 @@ class Services:
     settings: Settings
     models: ModelRegistry
     upstreams: UpstreamPool
-    detectors: DetectorRunner
-    policy: PolicyEngine
+    policies: PolicyStore
     audit: AuditSink
 
 
@@ -61,7 +66,7 @@ async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -
     ex = Exchange(inbound, adapter, Capture(services.settings.audit.max_text_bytes))
     with _recorded_on_error(ex, services):
         open_exchange(ex, services)
-        await guard_input(ex, services)
+        await guard_input(ex)
         reply = await send_upstream(ex, services)
         if reply.status >= 400 or not _is_stream_reply(ex, reply):
             out = await buffered_reply(ex, reply, services)
@@ -143,6 +148,8 @@ def open_exchange(ex: Exchange, services: Services) -> None:
         )
     ex.stream = ex.adapter.is_stream(body)
     ex.body, ex.model = body, model
+    ex.guardrails = services.policies.current  # kept to the end, whatever reloads meanwhile
+    ex.policy_version = ex.guardrails.version
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -159,17 +166,15 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-async def guard_input(ex: Exchange, services: Services) -> None:
+async def guard_input(ex: Exchange) -> None:
     refs = ex.adapter.request_texts(ex.body)
-    ex.rewritten = await enforce(ex, Direction.INPUT, ex.body, refs, services)
+    ex.rewritten = await enforce(ex, Direction.INPUT, ex.body, refs)
 
 
-async def enforce(
-    ex: Exchange, direction: Direction, body: Any, refs: list[TextRef], services: Services
-) -> bool:
+async def enforce(ex: Exchange, direction: Direction, body: Any, refs: list[TextRef]) -> bool:
     """Scan the texts, then block (raise) or write the redactions into ``body``.
     Returns whether the body changed."""
-    decision = await decide(ex, direction, [r.text for r in refs], services)
+    decision = await decide(ex, direction, [r.text for r in refs])
     if decision.blocks:
         raise PolicyBlocked(decision.message or "Blocked by policy", status=decision.status)
     if not decision.redactions:
@@ -178,13 +183,8 @@ async def enforce(
     return True
 
 
-async def decide(
-    ex: Exchange, direction: Direction, texts: Sequence[str], services: Services
-) -> Decision:
-    ctx = ex.scan_context(direction)
-    scan = await services.detectors.scan(texts, ctx)
-    decision = services.policy.decide(scan, ctx)
-    ex.policy_version = services.policy.version
+async def decide(ex: Exchange, direction: Direction, texts: Sequence[str]) -> Decision:
+    scan, decision = await ex.rails.check(texts, ex.scan_context(direction))
     ex.add_scan(direction, scan)
     ex.add_decision(direction, decision)
     return decision
@@ -218,29 +218,29 @@ async def buffered_reply(ex: Exchange, reply: UpstreamReply, services: Services)
     raw = await reply.read()
     ex.upstream_done = time.perf_counter()
     sent = raw
-    if reply.status < 400 and services.detectors.active(Direction.OUTPUT):
+    if reply.status < 400 and ex.rails.active(ex.scan_context(Direction.OUTPUT)):
         ex.output_guarded = True
-        sent = await guard_output(ex, raw, services)
+        sent = await guard_output(ex, raw)
         ex.guard_out = time.perf_counter() - ex.upstream_done
     ex.capture.whole(raw if services.settings.audit.store_text == "full" else sent)
     ex.output_complete = True
     return Outbound(reply.status, reply.headers, sent)
 
 
-async def guard_output(ex: Exchange, raw: bytes, services: Services) -> bytes:
+async def guard_output(ex: Exchange, raw: bytes) -> bytes:
     try:
         body = msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         # An answer guard cannot read is not passed on as if it had been checked.
         raise UpstreamError("The upstream's answer was not valid JSON") from None
     refs = ex.adapter.response_texts(body)
-    if await enforce(ex, Direction.OUTPUT, body, refs, services):
+    if await enforce(ex, Direction.OUTPUT, body, refs):
         return msgspec.json.encode(body)
     return raw
 
 
 def stream_reply(ex: Exchange, reply: UpstreamReply, services: Services) -> Outbound:
-    if services.detectors.active(Direction.OUTPUT):
+    if ex.rails.active(ex.scan_context(Direction.OUTPUT)):
         ex.output_guarded = True
         chunks = _guarded_stream(ex, reply, services)
     else:
@@ -268,11 +268,13 @@ async def _guarded_stream(
     async def scan(texts: list[str]) -> Decision:
         started = time.perf_counter()
         try:
-            return await decide(ex, Direction.OUTPUT, texts, services)
+            return await decide(ex, Direction.OUTPUT, texts)
         finally:
             ex.guard_out += time.perf_counter() - started
 
-    guard = StreamGuard(ex.adapter, scan, services.settings.scan.stream_window_chars)
+    window = services.settings.scan.stream_window_chars
+    hold = ex.rails.holds(ex.scan_context(Direction.OUTPUT))
+    guard = StreamGuard(ex.adapter, scan, window, hold)
     splitter = EventSplitter(ex.adapter.stream_format)
     keep_full = services.settings.audit.store_text == "full"
     try:

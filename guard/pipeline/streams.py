@@ -4,7 +4,9 @@ Events carrying answer text are held until the window they belong to has been
 scanned (at a sentence end, every ``window_chars`` characters, and at the end of
 the stream), then released unchanged, rewritten with the decision's redactions,
 or dropped when the decision blocks: the stream then ends with a final chunk whose
-finish reason is ``content_filter``. Events without answer text (role, usage,
+finish reason is ``content_filter``. When no rule in scope could change or stop
+the text (``hold=False``: flag rules only), events go on as they arrive and the
+windows are still scanned, for the audit trail. Events without answer text (role, usage,
 finish) keep their place in the order. Every other field passes unchanged.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 import msgspec
 
 from guard.policy.actions import apply_redactions
-from guard.policy.engine import Action, Decision, Redaction
+from guard.policy.decision import Action, Decision, Redaction
 from guard.protocols.base import Adapter, TextRef, write_texts
 from guard.upstream.sse import DONE, sse_data, sse_event
 
@@ -43,8 +45,9 @@ class _Segment:
 
 
 class StreamGuard:
-    def __init__(self, adapter: Adapter, scan: Scan, window_chars: int) -> None:
+    def __init__(self, adapter: Adapter, scan: Scan, window_chars: int, hold: bool = True) -> None:
         self._adapter = adapter
+        self._hold = hold
         self._sse = adapter.stream_format == "sse"
         self._scan = scan
         self._window = window_chars
@@ -76,7 +79,7 @@ class StreamGuard:
             return self._release()
         if boundary or sum(map(len, self._pending.values())) >= self._window:
             return await self._check()
-        return []
+        return [] if self._hold else self._release()
 
     async def finish(self, rest: bytes = b"") -> list[bytes]:
         """The stream ended: scan and release everything still held."""
@@ -101,7 +104,7 @@ class StreamGuard:
         decision = await self._scan([self._pending[key] for key in keys])
         if decision.action is Action.BLOCK:
             return self._stop()
-        if decision.redactions:
+        if decision.redactions and self._hold:
             self._place(keys, decision.redactions)
         self._pending.clear()
         self._segments.clear()

@@ -1,10 +1,79 @@
-"""Apply a decision's redactions to texts (replacement is decided by the engine)."""
+"""Acting on a decision: the replacement text for each redacted span, and applying it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping, Sequence
 
-from guard.policy.engine import Redaction
+from guard.detectors.base import Finding
+from guard.policy.decision import Redaction
+from guard.settings import PolicySettings
+
+_MASK_KEEP = 4  # trailing characters a mask keeps, on values long enough to spare them
+_MASK_MIN = 8
+
+
+class Redactor:
+    """Turns findings into redactions by the methods of the redact rules that matched.
+    ``hash`` is an HMAC under the key given, so equal values give equal tokens."""
+
+    def __init__(self, hash_key: bytes) -> None:
+        self._key = hash_key
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> Redactor:
+        """Keyed by ``policy.hash_key_env``; without it, by a new key per process."""
+        env = settings.hash_key_env
+        return cls(os.environ[env].encode() if env else secrets.token_bytes(32))
+
+    def redactions(
+        self,
+        findings: Sequence[Finding],
+        texts: Sequence[str],
+        rules: Sequence[Mapping[str, str]],
+    ) -> tuple[Redaction, ...]:
+        out: list[Redaction] = []
+        for finding in findings:
+            if finding.span is None:
+                continue
+            method = _method(finding.label, rules)
+            if method is None:
+                continue
+            start, end = finding.span
+            value = texts[finding.text_index][start:end]
+            out.append(
+                Redaction(
+                    finding.text_index, start, end, self.replace(method, finding.label, value)
+                )
+            )
+        return tuple(out)
+
+    def replace(self, method: str, label: str, value: str) -> str:
+        if method == "mask":
+            return mask(value)
+        if method == "hash":
+            digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+            return f"<{label}:{digest[:12]}>"
+        return f"<{label}>"
+
+
+def _method(label: str, rules: Sequence[Mapping[str, str]]) -> str | None:
+    """The first redact rule (in order) that names the label decides its method."""
+    for methods in rules:
+        method = methods.get(label) or methods.get("*")
+        if method:
+            return method
+    return None
+
+
+def mask(value: str) -> str:
+    """``****1234``: the last characters stay on long values (a card's last four)."""
+    if len(value) < _MASK_MIN:
+        return "*" * len(value)
+    return "*" * (len(value) - _MASK_KEEP) + value[-_MASK_KEEP:]
 
 
 def apply_redactions(texts: Sequence[str], redactions: Sequence[Redaction]) -> list[str]:

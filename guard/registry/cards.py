@@ -2,18 +2,47 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from guard.errors import ModelNotFound
-from guard.settings import ModelSettings
+from guard.registry import licences
+
+if TYPE_CHECKING:
+    # Only for annotations: the settings read the licence catalogue in this package.
+    from guard.settings import Licence, ModelSettings
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LicenceCard:
+    """A model's licence terms as policies and audits see them (``model.licence.<term>``):
+    the catalogue's terms for its id, with whatever the settings override."""
+
     id: str
+    name: str  # the catalogue's name; the id for a licence the catalogue lacks
     commercial_use: bool
     attribution_required: bool
+    share_alike: bool
+    restrictions: tuple[str, ...]
+    user_threshold: int | None  # monthly active users needing the licensor's own licence
+    catalogued: bool  # the id is in guard's catalogue, so terms not set came from it
     source_url: str | None
     revision: str | None
+
+    @classmethod
+    def from_settings(cls, lic: Licence) -> LicenceCard:
+        entry = licences.lookup(lic.id)
+        return cls(
+            id=lic.id,
+            name=entry.name if entry else lic.id,
+            commercial_use=lic.commercial_use,
+            attribution_required=lic.attribution_required,
+            share_alike=lic.share_alike,
+            restrictions=lic.restrictions,
+            user_threshold=lic.user_threshold,
+            catalogued=entry is not None,
+            source_url=str(lic.source_url) if lic.source_url else None,
+            revision=lic.revision,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,26 +54,24 @@ class ModelCard:
 
     @classmethod
     def from_settings(cls, model: ModelSettings) -> ModelCard:
-        lic = model.licence
         return cls(
             name=model.name,
             upstream=model.upstream,
             upstream_model=model.upstream_model or model.name,
-            licence=LicenceCard(
-                id=lic.id,
-                commercial_use=lic.commercial_use,
-                attribution_required=lic.attribution_required,
-                source_url=str(lic.source_url) if lic.source_url else None,
-                revision=lic.revision,
-            ),
+            licence=LicenceCard.from_settings(model.licence),
         )
 
     def licence_fields(self) -> dict[str, object]:
         lic = self.licence
         return {
             "id": lic.id,
+            "name": lic.name,
             "commercial_use": lic.commercial_use,
             "attribution_required": lic.attribution_required,
+            "share_alike": lic.share_alike,
+            "restrictions": list(lic.restrictions),
+            "user_threshold": lic.user_threshold,
+            "catalogued": lic.catalogued,
             "source_url": lic.source_url,
             "revision": lic.revision,
         }

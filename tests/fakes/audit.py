@@ -59,12 +59,15 @@ def sample_event(n: int = 0, **fields: Any) -> AuditEvent:
 
 
 def stored(url: str) -> tuple[collections.Counter[int], list[ChainReport]]:
-    """What an audit database holds: events counted by status, and its chains verified."""
+    """What an audit database holds: exchange events counted by status, and its chains
+    verified."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             status = models.events.c.status
-            rows = conn.execute(sa.select(status, sa.func.count()).group_by(status)).all()
+            exchanges = models.events.c.kind == "exchange"
+            counts = sa.select(status, sa.func.count()).where(exchanges).group_by(status)
+            rows = conn.execute(counts).all()
         return collections.Counter(dict(rows)), verify_trail(AuditRepository(engine), None)
     finally:
         engine.dispose()

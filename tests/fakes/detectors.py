@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from guard.detectors import Direction, Finding, ScanContext
-from guard.detectors.registry import DetectorRegistry
+from guard.detectors.registry import DetectorEntry, DetectorRegistry
 from guard.detectors.runner import ScanResult
 from guard.policy import Action, Decision, Redaction
 
@@ -83,16 +83,17 @@ class MarkerPolicy:
 
 
 def marker_registry() -> tuple[DetectorRegistry, dict[str, Any]]:
-    """A registry with the test detectors; ``made`` collects the instances it built."""
+    """guard's registry plus the test detectors; ``made`` collects the test detectors
+    it built."""
     made: dict[str, Any] = {}
-    registry = DetectorRegistry()
+    registry = DetectorRegistry.builtin()  # the bundled policies need guard's own detectors
 
-    def build(cls: type) -> Any:
-        def factory(options: Mapping[str, Any]) -> Any:
+    def build(cls: type) -> DetectorEntry:
+        def factory(options: Mapping[str, Any], configs: Sequence[object]) -> Any:
             made[cls.name] = cls(options)
             return made[cls.name]
 
-        return factory
+        return DetectorEntry(factory)
 
     registry.register("marker", build(MarkerDetector))
     registry.register("broken", build(BrokenDetector))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -43,7 +44,9 @@ class GuardServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve())
+        # uvicorn exits when the app's startup fails; __enter__ says so.
+        with contextlib.suppress(SystemExit):
+            asyncio.run(self._server.serve())
 
     def __enter__(self) -> GuardServer:
         self._thread.start()

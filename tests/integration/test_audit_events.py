@@ -9,16 +9,17 @@ import pytest
 import sqlalchemy as sa
 
 from guard.db import models
+from guard.policy.loader import BUNDLED, read_source
 from tests.conftest import make_settings
 from tests.fakes.detectors import MarkerPolicy, marker_registry
 
 
 def recorded(server, count=None):
-    """The events this guard's recorder wrote, in order. A stream is recorded when it
+    """The exchange events this guard's recorder wrote, in order. A stream is recorded when it
     closes, a moment after the client has read its end: wait for ``count`` events."""
     recorder = server.app.state.recorder
     table = models.events
-    mine = table.c.chain_id == uuid.UUID(recorder.chain.id)
+    mine = (table.c.chain_id == uuid.UUID(recorder.chain.id)) & (table.c.kind == "exchange")
     deadline = time.monotonic() + 5
     while True:
         assert recorder.flush(timeout=10)
@@ -62,10 +63,15 @@ def test_an_allowed_exchange_records_model_licence_usage_timings_and_trace(guard
     assert (event.licence_attribution_required, event.model_revision) == (True, "abc123")
     assert event.client_address == "127.0.0.1"
     assert event.trace_id == trace
-    assert event.decision == "allow"
-    assert event.policy_version == "builtin:allow-all"
-    # No detector is configured: nothing was scanned, and the event says so.
-    assert (event.input_scan, event.output_scan) == ("unscanned", "unscanned")
+    # The bundled licence policy records Llama's attribution duty and use restrictions.
+    assert event.decision == "flag"
+    assert [(r.direction, r.rule_id, r.action) for r in event.rules] == [
+        ("input", "licence.attribution", "flag"),
+        ("input", "licence.use-restrictions", "flag"),
+    ]
+    assert event.policy_version == read_source(BUNDLED).version
+    # The bundled secrets policy scanned the prompt and the answer with its detector.
+    assert (event.input_scan, event.output_scan) == ("scanned", "scanned")
     usage = r.json()["usage"]
     assert (event.prompt_tokens, event.completion_tokens) == (
         usage["prompt_tokens"],
@@ -198,5 +204,5 @@ def test_readyz_reports_the_audit_trail(guard):
     recorded(guard)
     audit = httpx.get(f"{guard.url}/readyz").json()["audit"]
     assert audit["database"] == "up"
-    assert audit["written"] == 1
+    assert audit["written"] == 2  # the exchange, and the policy bundle put in force at start
     assert audit["lost"] == 0

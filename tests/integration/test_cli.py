@@ -97,8 +97,12 @@ def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream, tmp_path)
     # The exchange was recorded before the process ended.
     listed = run("audit", "list", "--format", "jsonl", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    [event] = [json.loads(line) for line in listed.stdout.splitlines()]
+    events = [json.loads(line) for line in listed.stdout.splitlines()]
+    [event] = [e for e in events if e["kind"] == "exchange"]
     assert (event["model"], event["status"]) == ("qwen2.5-0.5b-instruct", 200)
+    [loaded] = [e for e in events if e["kind"] == "policy"]
+    assert (loaded["decision"], loaded["route"]) == ("loaded", "start")
+    assert loaded["policy_version"] == event["policy_version"]
     assert run("audit", "verify", cwd=tmp_path).returncode == 0
 
 

@@ -7,20 +7,24 @@ import httpx
 from guard.detectors.runner import ScanResult
 from tests.conftest import make_settings
 from tests.fakes.detectors import marker_registry
+from tests.fakes.policies import needing
 
 MARK = "PII-MARKER-4242"
 
 
 class ExplodingPolicy:
+    version = "test:exploding"
+
     def decide(self, scan: ScanResult, ctx):
         raise ValueError(f"choked on {MARK}")
 
 
-def test_no_request_or_response_content_in_logs(guard_at, upstream, caplog, capfd):
+def test_no_request_or_response_content_in_logs(guard_at, upstream, caplog, capfd, tmp_path):
     caplog.set_level(logging.DEBUG)
     registry, _ = marker_registry()
     plain = guard_at()
-    broken = guard_at(make_settings(upstream.base_url, detectors={"broken": {}}), registry=registry)
+    policy = needing(tmp_path / "policies", "broken")
+    broken = guard_at(make_settings(upstream.base_url, policy=policy), registry=registry)
     exploding = guard_at(policy=ExplodingPolicy())
     body = {"model": "m1", "messages": [{"role": "user", "content": MARK}]}
 

@@ -61,13 +61,18 @@ def test_models_list_carries_licences(client):
     models = {m.id: m for m in client.models.list().data}
     assert set(models) == {"m1", "llama", "olm"}
     licence = models["llama"].model_extra["guard"]["licence"]
-    assert licence == {
+    assert {k: v for k, v in licence.items() if k != "restrictions"} == {
         "id": "llama3.1",
+        "name": "Llama 3.1 Community License Agreement",
         "commercial_use": True,
         "attribution_required": True,
+        "share_alike": True,
+        "user_threshold": 700_000_000,
+        "catalogued": True,
         "source_url": "https://example.org/llama",
         "revision": "abc123",
     }
+    assert any("Acceptable Use Policy" in term for term in licence["restrictions"])
 
 
 def test_body_passes_byte_for_byte_with_unknown_fields(guard, upstream):

@@ -9,6 +9,7 @@ import pytest
 from guard.detectors import Direction
 from tests.conftest import make_settings
 from tests.fakes.detectors import MarkerPolicy, marker_registry
+from tests.fakes.policies import needing
 
 
 @pytest.fixture
@@ -165,22 +166,25 @@ def test_block_mid_stream_on_ollama(guarded, upstream):
     assert "forbidden" not in r.text
 
 
-def test_failing_detector_fails_closed(guard_at, upstream):
+def guarded_by(tmp_path, guard_at, upstream, name, **settings):
+    """guard with a policy bundle whose one rule needs the detector ``name``."""
     registry, _ = marker_registry()
-    settings = make_settings(upstream.base_url, detectors={"broken": {}})
-    server = guard_at(settings, registry=registry)
+    policy = needing(tmp_path / "policies", name)
+    config = make_settings(upstream.base_url, policy=policy, **settings)
+    return guard_at(config, registry=registry)
+
+
+def test_failing_detector_fails_closed(tmp_path, guard_at, upstream):
+    server = guarded_by(tmp_path, guard_at, upstream, "broken")
     r = chat(server.url, "hello")
     assert r.status_code == 503
     assert "could not be checked" in r.json()["error"]["message"]
     assert upstream.requests == []
 
 
-def test_slow_detector_times_out_and_fails_closed(guard_at, upstream):
-    registry, _ = marker_registry()
-    settings = make_settings(
-        upstream.base_url, detectors={"marker": {"delay": 1.0}}, scan={"timeout": 0.1}
-    )
-    server = guard_at(settings, registry=registry)
+def test_slow_detector_times_out_and_fails_closed(tmp_path, guard_at, upstream):
+    slow = {"detectors": {"marker": {"delay": 1.0}}, "scan": {"timeout": 0.1}}
+    server = guarded_by(tmp_path, guard_at, upstream, "marker", **slow)
     assert chat(server.url, "hello").status_code == 503
     assert upstream.requests == []
 

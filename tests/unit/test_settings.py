@@ -88,10 +88,10 @@ def test_environment_lists_as_json(monkeypatch):
             id="duplicate-model",
         ),
         pytest.param(
-            "models:\n  - {name: m, upstream: local, licence: {id: mit}}\n",
+            "models:\n  - {name: m, upstream: local, licence: {id: acme-model-licence}}\n",
             "models.0.licence.commercial_use",
             "required",
-            id="licence-incomplete",
+            id="uncatalogued-licence-incomplete",
         ),
         pytest.param(
             "upstreams:\n  - {name: a, base_url: 'http://x', api_key_env: GUARD_TEST_NO_SUCH}\n"

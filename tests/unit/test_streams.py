@@ -137,3 +137,26 @@ async def test_choices_are_named_in_the_final_chunk(choice):
     )
     out = await guard.feed(_chunk("x", index=choice))
     assert json.loads(sse_data(out[0]))["choices"][0]["index"] == choice
+
+
+async def test_without_hold_text_flows_on_and_windows_are_still_scanned():
+    scan = Recorder(lambda texts: Decision(Action.FLAG, ("flag.it",)))
+    guard = StreamGuard(ADAPTERS["/v1/chat/completions"], scan, 1000, hold=False)
+    first, second = _chunk("Hello, the"), _chunk(" key is here. And")
+    assert await guard.feed(first) == [first]  # no sentence end yet, released at once
+    assert scan.windows == []
+    assert await guard.feed(second) == [second]
+    assert scan.windows == [["Hello, the key is here. And"]]
+    third = _chunk(" more")
+    assert await guard.feed(third) == [third]
+    assert await guard.finish() == []  # everything was sent; the tail is still scanned
+    assert scan.windows == [["Hello, the key is here. And"], [" more"]]
+
+
+async def test_without_hold_a_block_still_ends_the_stream():
+    scan = Recorder(lambda texts: Decision(Action.BLOCK, ("b",)))
+    guard = StreamGuard(ADAPTERS["/v1/chat/completions"], scan, 1000, hold=False)
+    assert await guard.feed(_chunk("Some text")) == [_chunk("Some text")]
+    out = await guard.feed(_chunk(" then more."))
+    assert guard.stopped
+    assert b"content_filter" in out[0] and out[-1] == b"data: [DONE]\n\n"

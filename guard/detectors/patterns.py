@@ -1,0 +1,492 @@
+"""The ``patterns`` detector: a policy's own regexes and keyword lists, and built-in secrets.
+
+Each policy says what to look for in its ``detectors.patterns`` section::
+
+    regexes:  [{name: EMPLOYEE_ID, pattern: 'EMP-\\d{6}', ignore_case: false, score: 1.0}]
+    keywords: [{name: PROJECT_CODENAME, phrases: ["Blue Falcon", "nightjar"]}]
+    secrets:  true            # or a list of the labels in guard.detectors.secrets
+
+A name is the label its findings carry. The detector built for a bundle looks for
+what every policy asked for; a name two policies define differently is an error,
+because one label must mean one thing to every rule that names it.
+
+Keywords match whole words, case-insensitively and after NFKC, so ``Nightjar`` and
+its full-width form find ``nightjar``; spans are in the original text,
+even where normalizing changed its length (the ligature ``ﬁ`` becomes ``fi``). The
+phrases of one list form one trie-shaped regex, so a thousand phrases cost about
+as much as a handful (the engine tries one branch per distinct next character).
+
+Findings carry a label, a score and a span, never the matched text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import importlib
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Self, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from guard.detectors.base import Direction, Finding, ScanContext
+from guard.detectors.registry import DetectorEntry
+from guard.detectors.secrets import SECRET_LABELS, SecretRule, find_secrets, rules_for
+from guard.errors import ConfigError
+
+NAME = "patterns"
+# Up to this many characters in one call, scanning costs well under a millisecond
+# and runs on the event loop; above, it moves to a worker thread.
+INLINE_LIMIT = 16 * 1024
+
+# CPython's own regex parser knows a pattern's least width; no public API does.
+_re_parser = importlib.import_module("re._parser")
+
+Label = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
+Score = Annotated[float, Field(gt=0.0, le=1.0)]
+Phrase = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class RegexRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Label
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    ignore_case: bool = False
+    score: Score = 1.0
+
+    @model_validator(mode="after")
+    def _compiles(self) -> Self:
+        try:
+            compiled = self.compiled()
+        except re.error as exc:
+            raise ValueError(f"regex {self.name}: {exc.msg} at position {exc.pos}") from None
+        if _can_match_empty(compiled):
+            # An empty match has no text to redact, and `a*` would "find" one everywhere.
+            raise ValueError(f"regex {self.name} can match the empty string")
+        return self
+
+    def compiled(self) -> re.Pattern[str]:
+        return re.compile(self.pattern, re.IGNORECASE if self.ignore_case else 0)
+
+    def definition(self) -> tuple[object, ...]:
+        return ("regex", self.pattern, self.ignore_case, self.score)
+
+
+class KeywordList(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Label
+    phrases: tuple[Phrase, ...] = Field(min_length=1)
+    score: Score = 1.0
+
+    @model_validator(mode="after")
+    def _no_blank_phrase(self) -> Self:
+        if not all(map(fold_phrase, self.phrases)):
+            raise ValueError(f"keywords {self.name}: a phrase is blank")
+        return self
+
+    def folded_phrases(self) -> frozenset[str]:
+        return frozenset(map(fold_phrase, self.phrases))
+
+    def definition(self) -> tuple[object, ...]:
+        # Order, case and width of the phrases do not change what the list finds.
+        return ("keywords", self.folded_phrases(), self.score)
+
+
+class PatternsConfig(BaseModel):
+    """One policy's ``detectors.patterns`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    regexes: tuple[RegexRule, ...] = ()
+    keywords: tuple[KeywordList, ...] = ()
+    secrets: bool | tuple[str, ...] = False
+
+    @field_validator("secrets")
+    @classmethod
+    def _known_secrets(cls, value: bool | tuple[str, ...]) -> bool | tuple[str, ...]:
+        if isinstance(value, tuple) and (unknown := sorted(set(value) - set(SECRET_LABELS))):
+            known = ", ".join(SECRET_LABELS)
+            raise ValueError(f"unknown secret label {', '.join(unknown)} (known: {known})")
+        return value
+
+    @model_validator(mode="after")
+    def _names_unique_and_own(self) -> Self:
+        counts = Counter(rule.name for rule in self.rules())
+        if twice := sorted(name for name, n in counts.items() if n > 1):
+            raise ValueError(f"{', '.join(twice)} defined more than once")
+        # A policy's own rule must not pass for a built-in secret (or hide one).
+        if taken := sorted(set(counts) & set(SECRET_LABELS)):
+            raise ValueError(
+                f"{', '.join(taken)} is a built-in secret label: enable it under "
+                "`secrets` or choose another name"
+            )
+        return self
+
+    def rules(self) -> list[RegexRule | KeywordList]:
+        return [*self.regexes, *self.keywords]
+
+    def enabled_secrets(self) -> frozenset[str]:
+        if isinstance(self.secrets, bool):
+            return frozenset(SECRET_LABELS if self.secrets else ())
+        return frozenset(self.secrets)
+
+    def labels(self) -> frozenset[str]:
+        names = {rule.name for rule in self.rules()}
+        return frozenset(names) | self.enabled_secrets()
+
+
+def _can_match_empty(regex: re.Pattern[str]) -> bool:
+    """Whether the pattern's least width is zero. `search("")` alone would let `\\b`
+    or `(?=x)` through, which match only empty strings, inside a text."""
+    least, _ = _re_parser.parse(regex.pattern, regex.flags).getwidth()
+    return int(least) == 0
+
+
+# Folding: NFKC, then casefold, with a map back to the original offsets.
+
+
+def fold_phrase(phrase: str) -> str:
+    """A phrase as the matcher sees it; whitespace runs become one space."""
+    return " ".join(unicodedata.normalize("NFKC", phrase).casefold().split())
+
+
+# Where a fold changed the length: folded[f:f + w] came from original[o:o + n].
+Piece: TypeAlias = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A folded text, and the way back to the original's offsets: ``pieces`` lists,
+    in order, each place where the fold changed the length (``ß`` became ``ss``, a
+    decomposed accent became one character); between them one character stands for
+    one. ASCII text, most text, has none."""
+
+    text: str
+    pieces: Sequence[Piece] = ()
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        return self._origin(start)[0], self._origin(end - 1)[1]
+
+    def _origin(self, index: int) -> tuple[int, int]:
+        """The original characters that folded character ``index`` came from."""
+        k = bisect.bisect_right(self.pieces, index, key=lambda piece: piece[0]) - 1
+        if k < 0:
+            return index, index + 1
+        f, w, o, n = self.pieces[k]
+        if index < f + w:
+            return o, o + n
+        at = o + n + index - (f + w)
+        return at, at + 1
+
+
+def fold(text: str) -> Folded:
+    folded = _fold_chunk(text)
+    if folded is None:
+        out = _FoldBuilder()
+        _fold_into(out, text, 0, len(text))
+        folded = Folded("".join(out.parts), out.pieces)
+    return folded
+
+
+def _fold_chunk(text: str) -> Folded | None:
+    """The folded text and its offsets when each character folds on its own; None
+    when characters compose across each other (a decomposed accent, Hangul jamo).
+    The work is C calls plus Python per changed character, not per character."""
+    if text.isascii():
+        return Folded(text.lower())
+    nfkc = text if unicodedata.is_normalized("NFKC", text) else _nfkc_per_char(text)
+    if nfkc is None:
+        return None
+    folded = nfkc.casefold()
+    # NFKC and casefold never map a character to nothing: the same length means
+    # one character for one, and the offsets are the original's.
+    if len(folded) == len(text):
+        return Folded(folded)
+    return Folded(folded, _widened(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _nfkc(char: str) -> str:
+    return unicodedata.normalize("NFKC", char)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    return _nfkc(char).casefold()
+
+
+@functools.cache
+def _char_classes() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The characters NFKC changes, and those that fold to more than one character,
+    as two regex classes. Listing the BMP takes about 12 ms, once; every astral
+    character is a candidate (listing those would take 200 ms) and is looked at on
+    its own."""
+    changed = [c for c in range(0x10000) if _nfkc(chr(c)) != chr(c)]
+    wide = [c for c in range(0x10000) if len(_fold_char(chr(c))) > 1]
+    return re.compile(_char_class(changed)), re.compile(_char_class(wide))
+
+
+def _char_class(codes: list[int]) -> str:
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    body = "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+        for a, b in ranges
+    )
+    return f"[{body}\U00010000-\U0010ffff]"
+
+
+def _nfkc_per_char(text: str) -> str | None:
+    """NFKC of each character on its own, when that is NFKC of the whole text
+    (exactly when the result is itself normalized), else None."""
+    changed, _ = _char_classes()
+    per_char = changed.sub(lambda m: _nfkc(m.group()), text)
+    return per_char if unicodedata.is_normalized("NFKC", per_char) else None
+
+
+def _widened(text: str) -> list[Piece]:
+    """The pieces of a fold where some characters became several (``ß``, ``ﬁ``)."""
+    _, wide = _char_classes()
+    pieces: list[Piece] = []
+    extra = 0
+    for match in wide.finditer(text):
+        width = len(_fold_char(match.group()))
+        if width > 1:  # an astral candidate may fold to one character
+            pieces.append((match.start() + extra, width, match.start(), 1))
+            extra += width - 1
+    return pieces
+
+
+_SMALL = 16  # characters; below this a chunk is folded cluster by cluster
+
+
+class _FoldBuilder:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pieces: list[Piece] = []
+        self.size = 0  # of the folded text so far
+
+    def chunk(self, folded: Folded, offset: int) -> None:
+        self.pieces.extend((f + self.size, w, o + offset, n) for f, w, o, n in folded.pieces)
+        self.parts.append(folded.text)
+        self.size += len(folded.text)
+
+    def piece(self, folded: str, start: int, end: int) -> None:
+        if len(folded) != 1 or end - start != 1:
+            self.pieces.append((self.size, len(folded), start, end - start))
+        self.parts.append(folded)
+        self.size += len(folded)
+
+
+def _fold_into(out: _FoldBuilder, text: str, start: int, end: int) -> None:
+    """Halve the text until each part folds character by character (the rare
+    composing characters sit in few parts), and fold the small rest cluster by
+    cluster: a character with the marks after it, so that `e` + combining acute
+    composes as in the whole text. Halves are cut only where a cluster starts."""
+    folded = _fold_chunk(text[start:end])
+    if folded is not None:
+        out.chunk(folded, start)
+        return
+    middle = _cluster_start(text, (start + end) // 2, end)
+    if end - start <= _SMALL or middle == end:
+        for a, b in _clusters(text, start, end):
+            out.piece(_fold_char(text[a:b]), a, b)
+        return
+    _fold_into(out, text, start, middle)
+    _fold_into(out, text, middle, end)
+
+
+def _cluster_start(text: str, pos: int, end: int) -> int:
+    while pos < end and _continues_cluster(text[pos]):
+        pos += 1
+    return pos
+
+
+def _clusters(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    first = start
+    for i in range(start + 1, end):
+        if not _continues_cluster(text[i]):
+            yield first, i
+            first = i
+    yield first, end
+
+
+def _continues_cluster(char: str) -> bool:
+    # Marks attach to what precedes them; so do Hangul medial vowels and final
+    # consonants, which NFKC composes with the leading consonant into a syllable.
+    return unicodedata.category(char)[0] == "M" or "\u1160" <= char <= "\u11ff"
+
+
+# Keywords: the phrases of one list as one regex shaped like their trie.
+
+_Trie: TypeAlias = dict[str, "_Trie"]
+_END = ""  # the key that marks "a phrase ends here"; every atom is non-empty
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana,
+# CJK ideographs) and Hangul, whose particles attach to the noun: a phrase edge in
+# one of them needs no word boundary, or 机密 would never be found in 这是机密文件.
+_UNSPACED = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
+)
+_FREE_EDGE = f"[\\W{_UNSPACED}]"  # a phrase edge that carries its own boundary
+_FREE = re.compile(_FREE_EDGE)
+
+
+def keyword_regex(phrases: Collection[str]) -> re.Pattern[str]:
+    """Folded phrases as one regex over folded text, on word boundaries. A phrase
+    that starts or ends with a non-word character (`c++`, `#ops`) or an unspaced
+    script's character carries its own boundary there."""
+    trie: _Trie = {}
+    for phrase in phrases:
+        node = trie
+        for char in phrase:
+            node = node.setdefault(r"\s+" if char == " " else re.escape(char), {})
+        node[_END] = {}
+    left, right = r"(?<!\w)", r"(?!\w)"
+    if any(_FREE.match(p[0]) or _FREE.match(p[-1]) for p in phrases):
+        left, right = f"(?:{left}|(?={_FREE_EDGE}))", f"(?:{right}|(?<={_FREE_EDGE}))"
+    return re.compile(left + _trie_regex(trie) + right)
+
+
+def _trie_regex(node: _Trie) -> str:
+    # Sibling branches start with different characters, so at most one applies;
+    # a phrase's end is a greedy `?`, so the longest phrase wins and a shorter one
+    # remains when the longer one's boundary fails.
+    branches = [atom + _trie_regex(child) for atom, child in sorted(node.items()) if atom]
+    if not branches:
+        return ""
+    optional = _END in node
+    if len(branches) == 1 and not optional:
+        return branches[0]
+    return "(?:" + "|".join(branches) + ")" + ("?" if optional else "")
+
+
+# The detector.
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    label: str
+    regex: re.Pattern[str]
+    score: float
+
+
+class PatternsDetector:
+    name = NAME
+    directions = frozenset(Direction)
+
+    def __init__(
+        self,
+        regexes: Sequence[_Rule] = (),
+        keywords: Sequence[_Rule] = (),
+        secrets: Sequence[SecretRule] = (),
+        inline_limit: int = INLINE_LIMIT,
+    ) -> None:
+        self._regexes = tuple(regexes)
+        self._keywords = tuple(keywords)
+        self._secrets = tuple(secrets)
+        self._inline_limit = inline_limit
+
+    def offloads(self, texts: Sequence[str]) -> bool:
+        """Whether these texts are scanned in a worker thread, off the event loop."""
+        return sum(map(len, texts)) > self._inline_limit
+
+    async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
+        if self.offloads(texts):
+            return await asyncio.to_thread(self.scan, tuple(texts))
+        return self.scan(texts)
+
+    def scan(self, texts: Sequence[str]) -> list[Finding]:
+        """The findings in order of text, position and label; each reported once."""
+        found = {finding for i, text in enumerate(texts) for finding in self._scan_text(i, text)}
+        return sorted(found, key=lambda f: (f.text_index, f.span, f.label))
+
+    def _scan_text(self, index: int, text: str) -> Iterator[Finding]:
+        for rule in self._regexes:
+            for match in rule.regex.finditer(text):
+                if match.end() > match.start():
+                    yield Finding(NAME, rule.label, rule.score, index, match.span())
+        if self._keywords:
+            folded = fold(text)
+            for rule in self._keywords:
+                for match in rule.regex.finditer(folded.text):
+                    span = folded.original_span(*match.span())
+                    yield Finding(NAME, rule.label, rule.score, index, span)
+        for secret in find_secrets(text, self._secrets):
+            yield Finding(NAME, secret.label, secret.score, index, (secret.start, secret.end))
+
+
+# The registry's entry: merge every policy's config into one detector.
+
+
+@dataclass(frozen=True, slots=True)
+class MergedPatterns:
+    regexes: tuple[RegexRule, ...]
+    keywords: tuple[KeywordList, ...]
+    secrets: frozenset[str]
+
+
+def merge(configs: Sequence[PatternsConfig]) -> MergedPatterns:
+    """One set of rules from every policy's; a name defined twice must be defined
+    the same way both times."""
+    defined: dict[str, RegexRule | KeywordList] = {}
+    for config in configs:
+        for rule in config.rules():
+            first = defined.setdefault(rule.name, rule)
+            if first.definition() != rule.definition():
+                raise ConfigError(
+                    f"patterns: {rule.name} is defined differently by two policies; "
+                    "one label must mean one thing (rename one of them)"
+                )
+    return MergedPatterns(
+        regexes=tuple(r for r in defined.values() if isinstance(r, RegexRule)),
+        keywords=tuple(k for k in defined.values() if isinstance(k, KeywordList)),
+        secrets=frozenset().union(*(c.enabled_secrets() for c in configs)),
+    )
+
+
+def build(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> PatternsDetector:
+    if options:
+        raise ConfigError(f"patterns takes no options, got: {', '.join(sorted(options))}")
+    merged = merge(_own(configs))
+    if merged.keywords:
+        _char_classes()  # a one-off 12 ms, at load rather than in the first request
+    return PatternsDetector(
+        regexes=[_Rule(r.name, r.compiled(), r.score) for r in merged.regexes],
+        keywords=[
+            _Rule(k.name, keyword_regex(k.folded_phrases()), k.score) for k in merged.keywords
+        ],
+        secrets=rules_for(merged.secrets),
+    )
+
+
+def labels(configs: Sequence[BaseModel]) -> frozenset[str]:
+    return frozenset().union(*(config.labels() for config in _own(configs)))
+
+
+def _own(configs: Sequence[BaseModel]) -> list[PatternsConfig]:
+    for config in configs:
+        if not isinstance(config, PatternsConfig):
+            raise TypeError(f"patterns: expected PatternsConfig, got {type(config).__name__}")
+    return [c for c in configs if isinstance(c, PatternsConfig)]
+
+
+ENTRY = DetectorEntry(factory=build, config=PatternsConfig, labels=labels)
