@@ -302,8 +302,10 @@ models:
     upstream: sse
     licence: {{id: apache-2.0, commercial_use: true}}
 audit: {audit}
+policy: {{dir: {policies}, watch: false}}
 """
-# The proxy alone; what the audit trail adds is measured by bench.audit.
+# The proxy alone; what the audit trail adds is measured by bench.audit, what the
+# policies cost by bench.policy.
 AUDIT_OFF = "{enabled: false}"
 
 
@@ -311,8 +313,15 @@ def guard_config(
     procs: Procs, name: str, port: int, *, mock_port: int, sse_port: int, audit: str = AUDIT_OFF
 ) -> Path:
     path = procs.workdir / f"{name}.yaml"
+    policies = procs.workdir / "no-policies"  # an empty bundle: nothing is scanned
+    policies.mkdir(exist_ok=True)
     text = GUARD_CONFIG.format(
-        host=LOOPBACK, port=port, mock_port=mock_port, sse_port=sse_port, audit=audit
+        host=LOOPBACK,
+        port=port,
+        mock_port=mock_port,
+        sse_port=sse_port,
+        audit=audit,
+        policies=policies,
     )
     path.write_text(text)
     return path
