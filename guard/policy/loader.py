@@ -112,6 +112,7 @@ class Checked:
 class Loaded:
     checked: Checked
     bundle: Bundle
+    built: Mapping[str, tuple[str, Detector]]  # detector -> (its settings' key, itself)
 
     @property
     def version(self) -> str:
@@ -123,7 +124,8 @@ class Loaded:
 
 
 class Loader:
-    """Checks and loads bundles; keeps the detectors of the last load for the next."""
+    """Checks and loads bundles; reuses the detectors of the bundle in force whose
+    settings did not change (a model loads once, not on every reload)."""
 
     def __init__(
         self,
@@ -165,9 +167,13 @@ class Loader:
             else:
                 detectors[name] = self._build(name, configs, checked)
             built[name] = (key, detectors[name])
-        self._built = built
         bundle = Bundle(source.version, checked.compiled, detectors, self._redactor, self._timeout)
-        return Loaded(checked, bundle)
+        return Loaded(checked, bundle, built)
+
+    def adopt(self, loaded: Loaded) -> None:
+        """The bundle went into force: its detectors are the ones the next load reuses
+        (not those of a bundle that was turned away)."""
+        self._built = dict(loaded.built)
 
     def _build(self, name: str, configs: Sequence[BaseModel], checked: Checked) -> Detector:
         try:
@@ -307,8 +313,10 @@ def _locate(node: yaml.Node, loc: Sequence[str | int]) -> tuple[int | None, int 
 
 
 def _settings_key(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> str:
-    data = {"options": options, "configs": [c.model_dump(mode="json") for c in configs]}
-    return json.dumps(data, sort_keys=True, default=str)
+    """What a detector is built from: guard's options and the distinct policy configs
+    (one more policy needing a model with no settings of its own must not reload it)."""
+    dumps = {json.dumps(c.model_dump(mode="json"), sort_keys=True) for c in configs}
+    return json.dumps({"options": options, "configs": sorted(dumps)}, sort_keys=True, default=str)
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:

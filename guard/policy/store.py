@@ -176,6 +176,8 @@ class PolicyStore:
     def _put_in_force(self, loaded: Loaded, reason: str, started: float) -> None:
         previous = self.version
         self.current, self.loaded = loaded.bundle, loaded
+        if self._loader is not None:
+            self._loader.adopt(loaded)
         self._state.loaded += 1
         self._state.loaded_at = _now()
         self._attempt(reason, "loaded", loaded.version)
@@ -236,7 +238,10 @@ class PolicyStore:
                 stop_event=self._stop,
                 debounce=debounce,
                 step=min(50, max(debounce, 1)),
-                watch_filter=_policy_files,
+                # Every change, not just *.yaml: Kubernetes swaps a ConfigMap's files
+                # in by replacing a hidden `..data` symlink. A change that leaves the
+                # files as they were reloads nothing (the version is a content hash).
+                watch_filter=watchfiles.DefaultFilter(),
                 recursive=True,
             ):
                 await self.reload("watch")
@@ -255,11 +260,6 @@ class PolicyStore:
                 await asyncio.wait_for(task, 2.0)
             except TimeoutError:
                 task.cancel()
-
-
-def _policy_files(_: watchfiles.Change, path: str) -> bool:
-    name = Path(path).name
-    return name.endswith((".yaml", ".yml")) and not name.startswith(".")
 
 
 async def _test(

@@ -263,3 +263,20 @@ def test_a_bundle_failing_its_own_tests_stops_the_start(guard_at, upstream, bund
         "policy: words.yaml: test 'the code name is caught': action: expected block, got flag"
         in caplog.text
     )
+
+
+def test_a_configmap_style_symlink_swap_is_picked_up(reloading, tmp_path):
+    """Kubernetes mounts a ConfigMap as `name -> ..data/name`, `..data -> ..<timestamp>`,
+    and updates it by swapping the `..data` symlink."""
+    root = tmp_path / "configmap"
+    write_bundle(root / "..v1", words("flag"))
+    (root / "..data").symlink_to("..v1")
+    (root / "words.yaml").symlink_to("..data/words.yaml")
+    server = reloading(dir=str(root))
+    assert chat(server, "bluebird").status_code == 200
+    write_bundle(root / "..v2", words("block"))
+    (root / "..data_tmp").symlink_to("..v2")
+    (root / "..data_tmp").replace(root / "..data")
+    assert wait_until(lambda: chat(server, "bluebird").status_code == 403)
+    assert status(server)["version"] == read_source(root).version
+    assert [p["file"] for p in status(server)["policies"]] == ["words.yaml"]

@@ -204,3 +204,24 @@ async def test_an_empty_bundle_checks_nothing(tmp_path: Path) -> None:
     scan, decision = await rails.check(["AKIA" + "Z" * 16], context())
     assert decision.action is Action.ALLOW and scan.detectors == ()
     assert not rails.active(context()) and rails.version.startswith("sha256:")
+
+
+def test_a_reload_reuses_the_detectors_of_the_bundle_in_force(tmp_path: Path) -> None:
+    from guard.policy.actions import Redactor
+    from guard.policy.loader import Loader, read_source
+    from tests.fakes.detectors import marker_registry
+
+    registry, _ = marker_registry()
+    loader = Loader(registry, {}, Redactor(b"k"), 1.0)
+    root = write_bundle(tmp_path / "p", {"a.yaml": FLAG_SECRETS})
+    first = loader.load(read_source(root))
+    loader.adopt(first)
+    write_bundle(root, {"b.yaml": BLOCK_BANNED})  # one more policy, same detector settings
+    second = loader.load(read_source(root))
+    assert second.bundle.detectors["marker"] is first.bundle.detectors["marker"]
+    loader2 = Loader(registry, {"marker": {"delay": 0.0}}, Redactor(b"k"), 1.0)
+    loader2.adopt(first)  # other settings for the detector: built anew
+    assert (
+        loader2.load(read_source(root)).bundle.detectors["marker"]
+        is not first.bundle.detectors["marker"]
+    )
