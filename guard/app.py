@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from guard import __version__
-from guard.audit.writer import NoAudit, open_writer
+from guard.audit.writer import AuditWriter, NoAudit, open_writer
 from guard.detectors.registry import DetectorRegistry
 from guard.errors import (
     BodyTooLarge,
@@ -26,7 +26,7 @@ from guard.errors import (
     ollama_error_body,
     openai_error_body,
 )
-from guard.ingress import admin, health, ollama, openai
+from guard.ingress import admin, health, ollama, openai, telemetry
 from guard.ingress.common import HTTPRequest
 from guard.ingress.passthrough import passthrough_routes
 from guard.pipeline.flow import Services
@@ -36,6 +36,7 @@ from guard.policy.loader import BUNDLED, Loader, PolicyError
 from guard.policy.store import EventSink, PolicyStore
 from guard.registry.cards import ModelRegistry
 from guard.settings import LOG_FORMAT, Settings, load_settings
+from guard.telemetry.metrics import Metrics, NoMetrics
 from guard.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         recorder = None
         if settings.audit.enabled:
-            recorder = await asyncio.to_thread(open_writer, settings.audit)
+            traces = settings.telemetry.traces
+            recorder = await asyncio.to_thread(open_writer, settings.audit, traces)
         else:
             log.warning("audit: disabled (audit.enabled: false); no exchange is recorded")
         audit = recorder or NoAudit()
@@ -81,12 +83,15 @@ def create_app(
                     await asyncio.shield(recorder.aclose())
                 raise
         upstreams = UpstreamPool(settings.upstreams)
+        metrics = _metrics(settings, recorder, policies)
+        app.state.metrics = metrics
         app.state.services = Services(
             settings=settings,
             models=models,
             upstreams=upstreams,
             policies=policies,
             audit=audit,
+            metrics=metrics or NoMetrics(),
         )
         app.state.recorder = recorder
         app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -108,6 +113,7 @@ def create_app(
             *openai.ROUTES,
             *ollama.ROUTES,
             *health.ROUTES,
+            *telemetry.ROUTES,
             admin.AUDIT,
             admin.POLICIES,
             *passthrough_routes(settings.passthrough),
@@ -122,6 +128,18 @@ def create_app(
         logging_config=None,  # guard's command line configures logging, once per process
         openapi_config=OpenAPIConfig(title="guard", version=__version__),
     )
+
+
+def _metrics(
+    settings: Settings, recorder: AuditWriter | None, policies: PolicyStore
+) -> Metrics | None:
+    if not settings.telemetry.metrics.enabled:
+        return None
+
+    def audit_state() -> dict[str, int]:
+        return recorder.telemetry_state() if recorder is not None else {}
+
+    return Metrics(settings.telemetry.metrics, audit_state, policies.counts)
 
 
 async def _open_policies(

@@ -253,6 +253,44 @@ class AuditSettings(Strict):
         return self
 
 
+TraceExporter = Literal["database", "otlp"]
+
+
+def _database_only() -> list[TraceExporter]:
+    return ["database"]
+
+
+class TraceSettings(Strict):
+    exporters: list[TraceExporter] = Field(
+        default_factory=_database_only,
+        description="Where traces go: the audit database's spans table, an OTLP endpoint, "
+        "both, or nowhere ([]). Traces are built by the audit writer, off the request path.",
+    )
+    otlp_endpoint: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:4318"),
+        description="OTLP/HTTP endpoint (collector, Jaeger, Tempo); /v1/traces is appended.",
+    )
+    service_name: str = "guard"
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=1.0,
+        description="Share of exchanges traced when the client sent no traceparent; "
+        "a client's sampled flag is followed.",
+    )
+
+
+class MetricsSettings(Strict):
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    tenant_labels: bool = Field(
+        default=False,
+        description="Label request counts with the tenant id (one series per tenant).",
+    )
+
+
+class TelemetrySettings(Strict):
+    traces: TraceSettings = TraceSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+
 class AdminSettings(Strict):
     token_env: str = Field(
         default="GUARD_ADMIN_TOKEN",
@@ -295,6 +333,7 @@ class Settings(BaseSettings):
     )
     policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     admin: AdminSettings = AdminSettings()
 
     @classmethod

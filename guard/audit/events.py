@@ -114,9 +114,10 @@ class Scanned(msgspec.Struct, frozen=True, array_like=True):
     degraded: bool  # a rule could not be checked and said on_error: allow
 
 
-class ExchangeRecord(msgspec.Struct, frozen=True, array_like=True):
+class ExchangeRecord(msgspec.Struct, array_like=True):
     """A finished exchange reduced to plain values: cheap to take on the request path,
-    cheap to send to the writer process, enough to build the AuditEvent there."""
+    cheap to send to the writer process, enough to build the AuditEvent (and the
+    exchange's trace) there."""
 
     started_wall: float
     total: float
@@ -146,6 +147,12 @@ class ExchangeRecord(msgspec.Struct, frozen=True, array_like=True):
     output_guarded: bool
     output_complete: bool
     trace_id: str
+    parent_span_id: str | None
+    span_id: str
+    upstream_span_id: str
+    sampled: bool
+    steps: list[tuple[str, str, float, float]]  # name, direction, start, end (from arrival)
+    enqueue: float = 0.0  # seconds this snapshot took (the audit enqueue span)
 
 
 def record_of(ex: Exchange) -> ExchangeRecord:
@@ -183,6 +190,11 @@ def record_of(ex: Exchange) -> ExchangeRecord:
         ex.output_guarded,
         ex.output_complete,
         ex.trace_id,
+        ex.parent_span_id,
+        ex.span_id,
+        ex.upstream_span_id,
+        bool(ex.sampled),
+        ex.steps,
     )  # fmt: skip
 
 

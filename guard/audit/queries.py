@@ -136,6 +136,34 @@ def policy_bundle(version: str) -> sa.Select[Any]:
     )
 
 
+def trace_spans(trace_id: str) -> sa.Select[Any]:
+    spans = models.spans
+    return sa.select(spans).where(spans.c.trace_id == trace_id).order_by(spans.c.start_time)
+
+
+def describe_trace(rows: list[dict[str, Any]]) -> str:
+    """The exchange's timing tree: each span at its offset from the first, indented
+    under its parent."""
+    if not rows:
+        return "timings tree: no spans recorded (tracing off, or not sampled)"
+    start = min(row["start_time"] for row in rows)
+    ids = {row["span_id"] for row in rows}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        parent = row["parent_span_id"] if row["parent_span_id"] in ids else None
+        children.setdefault(parent, []).append(row)
+    lines = ["timing tree (ms from arrival, duration):"]
+
+    def walk(parent: str | None, depth: int) -> None:
+        for row in children.get(parent, []):
+            offset = (row["start_time"] - start).total_seconds() * 1000
+            lines.append(f"  {'  ' * depth}{row['name']}  +{offset:.3f}  {row['duration_ms']:.3f}")
+            walk(row["span_id"], depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)
+
+
 def describe_bundle(version: str, event: AuditEvent | None) -> str:
     """The policy files behind a decision, as they were when it was made."""
     files = (event.detail or {}).get("files") if event else None

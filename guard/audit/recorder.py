@@ -22,8 +22,10 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from guard.audit.chain import Sealer
 from guard.audit.events import (
@@ -37,6 +39,10 @@ from guard.audit.events import (
 from guard.audit.spool import Spool, dead_letter
 from guard.db.repository import AuditRepository, ChainInfo, DatabaseRefused
 from guard.settings import AuditSettings
+from guard.telemetry.tracing import Tracing
+
+if TYPE_CHECKING:
+    from guard.telemetry.spans import SpanRow
 
 log = logging.getLogger(__name__)
 _LOSS_LOG_EVERY = 10.0  # seconds between log lines about lost events
@@ -49,6 +55,8 @@ class RecorderStats:
     replayed: int = 0
     lost: int = 0
     dead_letters: int = 0
+    spans_written: int = 0  # into the spans table, with their events
+    spans_unwritten: int = 0  # their events went to the spool, or the database refused
 
 
 def chain_key(settings: AuditSettings) -> bytes | None:
@@ -70,10 +78,15 @@ Item = ExchangeRecord | AuditEvent
 
 class AuditRecorder:
     def __init__(
-        self, settings: AuditSettings, repo: AuditRepository, chain: ChainInfo | None = None
+        self,
+        settings: AuditSettings,
+        repo: AuditRepository,
+        chain: ChainInfo | None = None,
+        traces: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
+        self.traces = traces or Tracing()
         key = chain_key(settings)
         self.chain = chain or new_chain(settings)
         self.stats = RecorderStats()
@@ -172,7 +185,7 @@ class AuditRecorder:
         while self._queue:
             batch = self._take()
             sealed = [self._sealer.seal(self._build(item)) for item in batch]
-            kept = self._keep(sealed)
+            kept = self._keep(sealed, self.traces.spans(batch, sealed))
             self._held, self._inflight = ([] if kept else sealed), 0
             if not kept:
                 return
@@ -193,14 +206,16 @@ class AuditRecorder:
             log.error("audit: building an event failed (%s)", _kind(exc))  # noqa: TRY400
             return bare_event(item)
 
-    def _keep(self, sealed: list[AuditEvent]) -> bool:
-        """Into the database when it is up and nothing waits before them; else the spool."""
+    def _keep(self, sealed: list[AuditEvent], spans: Sequence[SpanRow] = ()) -> bool:
+        """Into the database when it is up and nothing waits before them; else the spool.
+        Spans go in with their events, or not at all (the spool keeps events only)."""
         direct = self._db_worth_trying() and not self._replay_pending()
         refused = self.stats.dead_letters
-        if direct and self._write(sealed, {self.chain.id: self.chain}, fresh=True):
+        if direct and self._write(sealed, {self.chain.id: self.chain}, fresh=True, spans=spans):
             self.stats.written += len(sealed) - (self.stats.dead_letters - refused)
             self.broken = False
             return True
+        self.stats.spans_unwritten += len(spans)
         try:
             self._spool.append(sealed)
         except OSError as exc:
@@ -215,15 +230,22 @@ class AuditRecorder:
         return True
 
     def _write(
-        self, events: list[AuditEvent], chains: dict[str, ChainInfo], *, fresh: bool = False
+        self,
+        events: list[AuditEvent],
+        chains: dict[str, ChainInfo],
+        *,
+        fresh: bool = False,
+        spans: Sequence[SpanRow] = (),
     ) -> bool:
         try:
-            self.repo.write(events, chains, fresh=fresh)
+            self.repo.write(events, chains, fresh=fresh, spans=spans)
         except DatabaseRefused as exc:
+            self.stats.spans_unwritten += len(spans)  # the events go one by one, bare
             return self._write_each(events, chains, exc)
         except Exception as exc:  # noqa: BLE001  # unreachable or unknown: keep them, retry
             self._db_down(exc)
             return False
+        self.stats.spans_written += len(spans)
         return True
 
     def _write_each(
@@ -294,6 +316,7 @@ class AuditRecorder:
         self._spool.close()
         for spool in self._orphans:
             spool.close()
+        self.traces.close()
         self.repo.engine.dispose()
 
     def _lose(self, count: int) -> None:

@@ -38,7 +38,8 @@ from guard.db.migrate import ensure_current
 from guard.db.repository import AuditRepository, ChainInfo
 from guard.errors import AuditUnavailable
 from guard.pipeline.context import Exchange
-from guard.settings import LOG_FORMAT, AuditSettings
+from guard.settings import LOG_FORMAT, AuditSettings, TraceSettings
+from guard.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 _FRAME_MAX = 512  # records per pipe message
@@ -69,6 +70,10 @@ class Slot(enum.IntEnum):
     DEAD_LETTERS = 8
     SPOOLED_BYTES = 9
     IDLE = 10
+    SPANS_DATABASE = 11
+    SPANS_DATABASE_FAILED = 12
+    SPANS_OTLP = 13
+    SPANS_OTLP_FAILED = 14
 
 
 class NoAudit:
@@ -88,8 +93,9 @@ class AuditWriter:
     """guard's side: ``admit`` and ``record`` on the request path, the sender thread,
     and the writer process's lifecycle."""
 
-    def __init__(self, settings: AuditSettings) -> None:
+    def __init__(self, settings: AuditSettings, traces: TraceSettings | None = None) -> None:
         self.settings = settings
+        self.traces = traces
         self.repo = AuditRepository(make_engine(settings.database_url))  # reads (admin API)
         self.chain = new_chain(settings)
         self._ctx = multiprocessing.get_context("spawn")
@@ -125,7 +131,10 @@ class AuditWriter:
                 self._last_loss_log = now
                 log.error("audit: the writer is not keeping up; %d event(s) lost", self._lost)
             return
-        self._queue.append(record_of(ex))
+        started = time.perf_counter()
+        record = record_of(ex)
+        record.enqueue = time.perf_counter() - started
+        self._queue.append(record)
         if len(self._queue) >= _FRAME_MAX:
             self._wake.set()
 
@@ -165,6 +174,20 @@ class AuditWriter:
             dead_letters=self._slot(Slot.DEAD_LETTERS),
         )
 
+    def telemetry_state(self) -> dict[str, int]:
+        """For /metrics: queue, spool, losses, and the spans exported."""
+        slot = self._slot
+        return {
+            "queued": self.queued,
+            "spooled_bytes": self.spooled_bytes,
+            "lost": self.stats.lost,
+            "written": self.stats.written,
+            "spans_database": slot(Slot.SPANS_DATABASE),
+            "spans_database_failed": slot(Slot.SPANS_DATABASE_FAILED),
+            "spans_otlp": slot(Slot.SPANS_OTLP),
+            "spans_otlp_failed": slot(Slot.SPANS_OTLP_FAILED),
+        }
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is in the database (tests and tools)."""
         deadline = time.monotonic() + timeout
@@ -187,7 +210,9 @@ class AuditWriter:
         self._status[Slot.DB_UP] = 1
         self._sent = 0
         level = logging.getLogger().getEffectiveLevel()
-        args = (self.settings.model_dump(mode="json"), self.chain, reader, self._status, level)
+        traces = self.traces.model_dump(mode="json") if self.traces else None
+        settings = {"audit": self.settings.model_dump(mode="json"), "traces": traces}
+        args = (settings, self.chain, reader, self._status, level)
         self._process = self._ctx.Process(target=_writer_main, args=args, name="guard-audit")
         self._process.start()
         reader.close()
@@ -251,9 +276,12 @@ def _writer_main(
     """The writer process: read frames until the pipe closes, then drain and exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    settings = AuditSettings.model_validate(settings_data)
+    settings = AuditSettings.model_validate(settings_data["audit"])
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
-    recorder = AuditRecorder(settings, AuditRepository(make_engine(settings.database_url)), chain)
+    traces_data = settings_data["traces"]
+    traces = Tracing(TraceSettings.model_validate(traces_data) if traces_data else None)
+    repo = AuditRepository(make_engine(settings.database_url))
+    recorder = AuditRecorder(settings, repo, chain, traces)
     recorder.start()
     while True:
         try:
@@ -273,6 +301,7 @@ def _writer_main(
 
 def _publish(recorder: AuditRecorder, status: Any) -> None:
     stats = recorder.stats
+    otlp_sent, otlp_failed = recorder.traces.otlp_counts()
     values = {
         Slot.QUEUED: recorder.queued,
         Slot.DB_UP: recorder.db_up,
@@ -284,19 +313,23 @@ def _publish(recorder: AuditRecorder, status: Any) -> None:
         Slot.DEAD_LETTERS: stats.dead_letters,
         Slot.SPOOLED_BYTES: recorder.spooled_bytes,
         Slot.IDLE: recorder.idle,
+        Slot.SPANS_DATABASE: stats.spans_written,
+        Slot.SPANS_DATABASE_FAILED: stats.spans_unwritten,
+        Slot.SPANS_OTLP: otlp_sent,
+        Slot.SPANS_OTLP_FAILED: otlp_failed,
     }
     for slot, value in values.items():
         status[slot] = int(value)
 
 
-def open_writer(settings: AuditSettings) -> AuditWriter:
+def open_writer(settings: AuditSettings, traces: TraceSettings | None = None) -> AuditWriter:
     """Check the schema (or migrate, if allowed), then start the writer process."""
     engine = make_engine(settings.database_url)
     try:
         ensure_current(engine, auto_migrate=settings.auto_migrate)
     finally:
         engine.dispose()
-    writer = AuditWriter(settings)
+    writer = AuditWriter(settings, traces)
     writer.start()
     log.info(
         "audit: recording to %s (chain %s, texts: %s)",

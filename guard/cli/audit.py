@@ -65,8 +65,8 @@ def audit_list(config: Path | None, limit: int, fmt: Format, **filters: str | No
 @config_option
 @click.argument("event_id", type=click.UUID)
 def audit_show(config: Path | None, event_id: uuid.UUID) -> None:
-    """One exchange: every field, its findings, rules and timings, and the policy
-    files that decided it."""
+    """One exchange: every field, its findings, rules and timings, its timing tree
+    (spans), and the policy files that decided it."""
     from guard.audit import queries  # noqa: PLC0415
 
     with repository(config) as repo:
@@ -77,7 +77,10 @@ def audit_show(config: Path | None, event_id: uuid.UUID) -> None:
         event = found[0]
         version = event.policy_version
         bundle = repo.events(queries.policy_bundle(version)) if version else []
+        spans = repo.rows(queries.trace_spans(event.trace_id)) if event.kind == "exchange" else []
     click.echo(queries.describe(event))
+    if event.kind == "exchange":
+        click.echo(queries.describe_trace(spans))
     if version and not version.startswith("builtin:"):
         click.echo(queries.describe_bundle(version, bundle[0] if bundle else None))
 

@@ -141,7 +141,31 @@ class AuditChainRow(Base):
 
 
 metadata = Base.metadata
+
+
+class TraceSpanRow(Base):
+    """One span of an exchange's trace (guard.telemetry.spans), linked to its audit
+    event by trace id and event id: timings and attributes, never content."""
+
+    __tablename__ = "spans"
+
+    trace_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    span_id: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    parent_span_id: Mapped[str | None] = mapped_column(sa.String(16))
+    event_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    start_time: Mapped[datetime] = mapped_column(Timestamp)
+    end_time: Mapped[datetime] = mapped_column(Timestamp)
+    duration_ms: Mapped[float] = mapped_column(sa.Float)
+    status: Mapped[str] = mapped_column(sa.String(8))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+
+    __table_args__ = (sa.Index(None, "start_time"), sa.Index(None, "event_id"))
+
+
 events = sa.Table("audit_events", metadata)  # the tables above, looked up by name
 findings = sa.Table("audit_findings", metadata)
 rule_hits = sa.Table("audit_rule_hits", metadata)
 chains = sa.Table("audit_chains", metadata)
+spans = sa.Table("spans", metadata)

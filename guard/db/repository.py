@@ -74,18 +74,24 @@ class AuditRepository:
     # -- writes ---------------------------------------------------------------
 
     def write(
-        self, events: Sequence[AuditEvent], chains: dict[str, ChainInfo], *, fresh: bool = False
+        self,
+        events: Sequence[AuditEvent],
+        chains: dict[str, ChainInfo],
+        *,
+        fresh: bool = False,
+        spans: Sequence[Any] = (),
     ) -> None:
         """Insert sealed events and move their chains' heads, in one transaction.
 
         Idempotent: an event already stored (a spool replayed twice) is skipped, and
         a head never moves back, so replaying is exactly-once by construction.
         ``fresh`` events were never written before (the recorder's direct path):
-        PostgreSQL takes those with COPY, the cheapest way in.
+        PostgreSQL takes those with COPY, the cheapest way in. ``spans`` (their
+        traces, guard.telemetry.spans.SpanRow) go in the same transaction.
         """
         if not events:
             return
-        rows = _Rows(events, self._dialect)
+        rows = _Rows(events, self._dialect, spans)
         with _translated(), self._connect() as conn, conn.begin():
             if fresh and self._dialect == "postgresql":
                 _copy(conn, rows)
@@ -185,7 +191,8 @@ class AuditRepository:
 
     def purge(self, before: datetime) -> int:
         """Delete each chain's events that ended before ``before``, as a prefix of the
-        chain, and anchor the chain at the last deleted event so it still verifies."""
+        chain, and anchor the chain at the last deleted event so it still verifies; and
+        the spans that ended before it."""
         events, chains = models.events, models.chains
         deleted = 0
         with self._connect() as conn, conn.begin():
@@ -209,23 +216,32 @@ class AuditRepository:
                     .where(chains.c.id == chain_id)
                     .values(anchor_seq=seq, anchor_hash=anchor)
                 )
+            spans = models.spans  # traces go with the same retention
+            conn.execute(sa.delete(spans).where(spans.c.end_time < before))
         return deleted
 
 
 _FINDING_COLUMNS = ("event_id", "direction", "detector", "label", "count", "max_score")
 _RULE_COLUMNS = ("event_id", "direction", "rule_id", "action", "mode")
-_JSON_COLUMNS = frozenset({"findings", "rules", "request_texts", "response_texts", "detail"})
+_JSON_COLUMNS = frozenset(
+    {"findings", "rules", "request_texts", "response_texts", "detail", "attributes"}
+)
+_SPAN_COLUMNS = tuple(c.name for c in models.spans.columns)
 
 
 class _Rows:
     """Events as driver-level rows, for the driver's fastest bulk paths; values take the
     exact form SQLAlchemy's types store (so reads through the models see the same)."""
 
-    def __init__(self, events: Sequence[AuditEvent], dialect: str) -> None:
+    def __init__(self, events: Sequence[AuditEvent], dialect: str, spans: Sequence[Any]) -> None:
         pg = dialect == "postgresql"
         self.events: list[tuple[Any, ...]] = []
         self.findings: list[tuple[Any, ...]] = []
         self.rules: list[tuple[Any, ...]] = []
+        span_plan = [(name, _converter(name, pg)) for name in _SPAN_COLUMNS]
+        self.spans = [
+            tuple(convert(getattr(span, name)) for name, convert in span_plan) for span in spans
+        ]
         plan = [(name, _converter(name, pg)) for name in _EVENT_COLUMNS]
         for ev in events:
             row = tuple(convert(getattr(ev, name)) for name, convert in plan)
@@ -241,9 +257,11 @@ class _Rows:
 
 
 def _converter(name: str, pg: bool) -> Any:
-    if name in {"id", "chain_id"}:
-        return uuid.UUID if pg else (lambda value: uuid.UUID(value).hex)
-    if name in {"started_at", "ended_at"}:
+    if name in {"id", "chain_id", "event_id"}:
+        if pg:
+            return lambda value: None if value is None else uuid.UUID(value)
+        return lambda value: None if value is None else uuid.UUID(value).hex
+    if name in {"started_at", "ended_at", "start_time", "end_time"}:
         return _same if pg else (lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f"))
     if name in _JSON_COLUMNS:
         return lambda value: None if value is None else msgspec.json.encode(value).decode()
@@ -278,6 +296,7 @@ def _tables(rows: _Rows) -> list[tuple[str, Sequence[str], list[tuple[Any, ...]]
         ("audit_events", _EVENT_COLUMNS, rows.events),
         ("audit_findings", _FINDING_COLUMNS, rows.findings),
         ("audit_rule_hits", _RULE_COLUMNS, rows.rules),
+        ("spans", _SPAN_COLUMNS, rows.spans),
     ]
     return [entry for entry in tables if entry[2]]
 

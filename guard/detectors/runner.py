@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ class ScanResult:
     failed: tuple[str, ...] = ()
     scanned: bool = False
     detectors: tuple[str, ...] = ()  # the detectors that ran, failed ones included
+    # perf_counter spans of the work: ("detector:NAME" | "policy", start, end)
+    timings: tuple[tuple[str, float, float], ...] = ()
 
 
 NOTHING_SCANNED = ScanResult()
@@ -45,8 +48,10 @@ class DetectorRunner:
         names = tuple(det.name for det in detectors)
         if not detectors or not texts:
             return ScanResult(scanned=True, detectors=names)
+        timings: list[tuple[str, float, float]] = []
         outcomes = await asyncio.gather(
-            *(self._run_one(det, texts, ctx) for det in detectors), return_exceptions=True
+            *(self._run_one(det, texts, ctx, timings) for det in detectors),
+            return_exceptions=True,
         )
         findings: list[Finding] = []
         failed: list[str] = []
@@ -58,11 +63,23 @@ class DetectorRunner:
             else:
                 findings.extend(outcome)
         return ScanResult(
-            findings=tuple(findings), failed=tuple(failed), scanned=True, detectors=names
+            findings=tuple(findings),
+            failed=tuple(failed),
+            scanned=True,
+            detectors=names,
+            timings=tuple(timings),
         )
 
     async def _run_one(
-        self, detector: Detector, texts: Sequence[str], ctx: ScanContext
+        self,
+        detector: Detector,
+        texts: Sequence[str],
+        ctx: ScanContext,
+        timings: list[tuple[str, float, float]],
     ) -> list[Finding]:
-        async with asyncio.timeout(self._timeout):
-            return await detector.detect(texts, ctx)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await detector.detect(texts, ctx)
+        finally:
+            timings.append((f"detector:{detector.name}", started, time.perf_counter()))

@@ -18,7 +18,8 @@ from guard.protocols.base import Adapter
 from guard.registry.cards import ModelCard
 from guard.tenancy import Tenant
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_STEPS_MAX = 256  # timed steps kept per exchange (a long stream scans many windows)
 # An answer kept for the audit event beyond this is cut; its last chunks are kept
 # apart, because that is where streams report token usage.
 _TAIL_CHUNKS = 4
@@ -92,6 +93,11 @@ class Exchange:
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     trace_id: str = ""
+    parent_span_id: str | None = None  # the client's span, when it sent a traceparent
+    sampled: bool | None = None  # None until decided: the client's flag, else the ratio
+    span_id: str = field(default_factory=lambda: secrets.token_hex(8))  # guard's root span
+    upstream_span_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    steps: list[tuple[str, str, float, float]] = field(default_factory=list)
     scans: dict[Direction, ScanResult] = field(
         default_factory=lambda: dict.fromkeys(Direction, NOTHING_SCANNED)
     )
@@ -116,7 +122,15 @@ class Exchange:
 
     def __post_init__(self) -> None:
         if not self.trace_id:
-            self.trace_id = trace_id_of(self.inbound.header("traceparent"))
+            parent = parse_traceparent(self.inbound.header("traceparent"))
+            if parent is None:
+                self.trace_id = secrets.token_hex(16)
+            else:
+                self.trace_id, self.parent_span_id, self.sampled = parent
+
+    def traceparent(self) -> str:
+        """What guard sends upstream: the trace goes on, with the upstream call as parent."""
+        return f"00-{self.trace_id}-{self.upstream_span_id}-{'01' if self.sampled else '00'}"
 
     @property
     def card(self) -> ModelCard:
@@ -136,6 +150,11 @@ class Exchange:
     def add_scan(self, direction: Direction, scan: ScanResult) -> None:
         """Scans of one direction add up (a stream is scanned window by window)."""
         before = self.scans[direction]
+        if len(self.steps) < _STEPS_MAX:
+            base = self.started
+            self.steps.extend(
+                (name, direction.value, t0 - base, t1 - base) for name, t0, t1 in scan.timings
+            )
         self.scans[direction] = ScanResult(
             findings=before.findings + scan.findings,
             failed=tuple(dict.fromkeys(before.failed + scan.failed)),
@@ -160,10 +179,14 @@ class Exchange:
         self.ended = time.perf_counter()
 
 
-def trace_id_of(traceparent: str | None) -> str:
-    """The W3C trace id the client sent, or a new one."""
-    if traceparent:
-        match = _TRACEPARENT.match(traceparent.strip())
-        if match and match.group(1) != "0" * 32:
-            return match.group(1)
-    return secrets.token_hex(16)
+def parse_traceparent(traceparent: str | None) -> tuple[str, str, bool] | None:
+    """The W3C trace context the client sent (trace id, its span id, sampled), if valid."""
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent.strip())
+    if match is None:
+        return None
+    version, trace_id, span_id, flags = match.groups()
+    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return trace_id, span_id, bool(int(flags, 16) & 1)

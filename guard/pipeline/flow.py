@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,12 @@ class AuditSink(Protocol):
         """Take an event guard built itself (a policy load); never blocks."""
 
 
+class MetricsSink(Protocol):
+    """Where finished exchanges are counted (guard.telemetry.metrics)."""
+
+    def observe(self, ex: Exchange) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """The long-lived parts the pipeline uses; built once in the app's lifespan."""
@@ -59,6 +66,7 @@ class Services:
     upstreams: UpstreamPool
     policies: PolicyStore
     audit: AuditSink
+    metrics: MetricsSink
 
 
 async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Outbound:
@@ -81,7 +89,7 @@ async def run_passthrough(inbound: Inbound, upstream_name: str, services: Servic
     with _recorded_on_error(ex, services):
         upstream = services.upstreams[upstream_name]
         path = inbound.path + (f"?{inbound.query}" if inbound.query else "")
-        headers = request_headers(inbound.headers, upstream)
+        headers = _traced(request_headers(inbound.headers, upstream), ex)
         ex.upstream_sent = time.perf_counter()
         reply = await forward(upstream, inbound.method, path, headers, inbound.body or None)
         ex.upstream_first_byte = time.perf_counter()
@@ -99,20 +107,26 @@ def _recorded_on_error(ex: Exchange, services: Services) -> Iterator[None]:
         _admit(ex, services)
         yield
     except ClientFacingError as exc:
-        ex.finish(exc.status, exc.code or exc.type)
-        services.audit.record(ex)
+        _finished(ex, services, exc.status, exc.code or exc.type)
         raise
     except asyncio.CancelledError:
-        ex.finish(499, "client_disconnected")
-        services.audit.record(ex)
+        _finished(ex, services, 499, "client_disconnected")
         raise
     except BaseException:
-        ex.finish(500, "internal_error")
-        services.audit.record(ex)
+        _finished(ex, services, 500, "internal_error")
         raise
+
+
+def _finished(ex: Exchange, services: Services, status: int, error_code: str | None) -> None:
+    ex.finish(status, error_code)
+    services.audit.record(ex)
+    services.metrics.observe(ex)
 
 
 def _admit(ex: Exchange, services: Services) -> None:
+    if ex.sampled is None:  # no client trace context: guard's own sampling decides
+        traces = services.settings.telemetry.traces
+        ex.sampled = bool(traces.exporters) and random.random() < traces.sample_ratio  # noqa: S311
     services.audit.admit()
     if ex.inbound.refused:
         raise ex.inbound.refused
@@ -121,8 +135,7 @@ def _admit(ex: Exchange, services: Services) -> None:
 def audited(ex: Exchange, out: Outbound, services: Services) -> Outbound:
     """Record a whole answer now; a stream when it closes, however it ends."""
     if out.stream is None:
-        ex.finish(out.status)
-        services.audit.record(ex)
+        _finished(ex, services, out.status, None)
         return out
     close_reply = out.on_close
 
@@ -131,8 +144,8 @@ def audited(ex: Exchange, out: Outbound, services: Services) -> Outbound:
             if close_reply is not None:
                 await close_reply()
         finally:
-            ex.finish(out.status, None if ex.output_complete else "stream_incomplete")
-            services.audit.record(ex)
+            error = None if ex.output_complete else "stream_incomplete"
+            _finished(ex, services, out.status, error)
 
     out.on_close = close
     return out
@@ -198,13 +211,19 @@ async def send_upstream(ex: Exchange, services: Services) -> UpstreamReply:
         ex.body["model"] = card.upstream_model
         content = msgspec.json.encode(ex.body)
     path = ex.adapter.route + (f"?{ex.inbound.query}" if ex.inbound.query else "")
-    headers = request_headers(ex.inbound.headers, upstream)
+    headers = _traced(request_headers(ex.inbound.headers, upstream), ex)
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", "application/json"))
     ex.upstream_sent = time.perf_counter()
     reply = await forward(upstream, "POST", path, headers, content)
     ex.upstream_first_byte = time.perf_counter()
     return reply
+
+
+def _traced(headers: list[tuple[str, str]], ex: Exchange) -> list[tuple[str, str]]:
+    """The trace goes on to the model server, with guard's upstream call as the parent."""
+    kept = [(name, value) for name, value in headers if name.lower() != "traceparent"]
+    return [*kept, ("traceparent", ex.traceparent())]
 
 
 def _is_stream_reply(ex: Exchange, reply: UpstreamReply) -> bool:

@@ -13,9 +13,11 @@ an exchange keeps the one it started with.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -108,7 +110,9 @@ class FixedGuardrails:
 
     async def check(self, texts: Sequence[str], ctx: ScanContext) -> tuple[ScanResult, Decision]:
         scan = await self._runner.scan(texts, ctx)
-        return scan, self._engine.decide(scan, ctx)
+        started = time.perf_counter()
+        decision = self._engine.decide(scan, ctx)
+        return _timed(scan, started), decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,12 @@ def _decision(
     return Decision(action, ids, redactions=redactions, matches=matches, degraded=degraded)
 
 
+def _timed(scan: ScanResult, started: float) -> ScanResult:
+    """The scan with the policy's own evaluation time added to its timings."""
+    timing = ("policy", started, time.perf_counter())
+    return dataclasses.replace(scan, timings=(*scan.timings, timing))
+
+
 def facts_of(scan: ScanResult, ctx: ScanContext, texts: Sequence[str]) -> Facts:
     findings: dict[str, dict[str, tuple[int, float]]] = {}
     for f in scan.findings:
@@ -293,4 +303,6 @@ class Bundle:
         if not plan.rules:
             return ScanResult(scanned=True), ALLOW
         scan = await plan.runner.scan(texts, ctx)
-        return scan, plan.decide(scan, ctx, texts, self._redactor)
+        started = time.perf_counter()
+        decision = plan.decide(scan, ctx, texts, self._redactor)
+        return _timed(scan, started), decision

@@ -61,6 +61,7 @@ class Attempt:
 class _Counts:
     loaded: int = 0
     rejected: int = 0
+    unchanged: int = 0
     watching: bool = False
     loaded_at: str = ""
     last: Attempt | None = None
@@ -119,6 +120,16 @@ class PolicyStore:
     def version(self) -> str:
         return self.current.version
 
+    def counts(self) -> dict[str, Any]:
+        """For /metrics: loads by outcome, and the version in force."""
+        state = self._state
+        return {
+            "loaded": state.loaded,
+            "rejected": state.rejected,
+            "unchanged": state.unchanged,
+            "version": self.version,
+        }
+
     def summary(self) -> dict[str, Any]:
         """For /readyz: the version in force and how the last load went."""
         last = self._state.last
@@ -155,6 +166,7 @@ class PolicyStore:
             try:
                 source = await asyncio.to_thread(read_source, self._root)
                 if source.version == self.version:
+                    self._state.unchanged += 1
                     return self._attempt(reason, "unchanged", source.version)
                 loaded = await self._load(source)
             except PolicyError as exc:
