@@ -217,15 +217,13 @@ class AuditRepository:
                     .values(anchor_seq=seq, anchor_hash=anchor)
                 )
             spans = models.spans  # traces go with the same retention
-            conn.execute(sa.delete(spans).where(spans.c.end_time < before))
+            conn.execute(sa.delete(spans).where(spans.c.start_time < before))
         return deleted
 
 
 _FINDING_COLUMNS = ("event_id", "direction", "detector", "label", "count", "max_score")
 _RULE_COLUMNS = ("event_id", "direction", "rule_id", "action", "mode")
-_JSON_COLUMNS = frozenset(
-    {"findings", "rules", "request_texts", "response_texts", "detail", "attributes"}
-)
+_JSON_COLUMNS = frozenset({"findings", "rules", "request_texts", "response_texts", "detail"})
 _SPAN_COLUMNS = tuple(c.name for c in models.spans.columns)
 
 
@@ -238,10 +236,7 @@ class _Rows:
         self.events: list[tuple[Any, ...]] = []
         self.findings: list[tuple[Any, ...]] = []
         self.rules: list[tuple[Any, ...]] = []
-        span_plan = [(name, _converter(name, pg)) for name in _SPAN_COLUMNS]
-        self.spans = [
-            tuple(convert(getattr(span, name)) for name, convert in span_plan) for span in spans
-        ]
+        self.spans = [_span_row(span, pg) for span in spans]
         plan = [(name, _converter(name, pg)) for name in _EVENT_COLUMNS]
         for ev in events:
             row = tuple(convert(getattr(ev, name)) for name, convert in plan)
@@ -256,12 +251,29 @@ class _Rows:
             )
 
 
+def _span_row(span: Any, pg: bool) -> tuple[Any, ...]:
+    """A span as a row, built directly: a handful of spans per exchange, so no generic
+    per-column plan (PostgreSQL's COPY parses the uuid and the JSON from text)."""
+    start, end = span.start_time, span.end_time
+    return (
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.event_id if pg or span.event_id is None else uuid.UUID(span.event_id).hex,
+        span.name,
+        span.kind,
+        start if pg else start.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        end if pg else end.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        span.duration_ms,
+        span.status,
+        msgspec.json.encode(span.attributes).decode(),
+    )
+
+
 def _converter(name: str, pg: bool) -> Any:
-    if name in {"id", "chain_id", "event_id"}:
-        if pg:
-            return lambda value: None if value is None else uuid.UUID(value)
-        return lambda value: None if value is None else uuid.UUID(value).hex
-    if name in {"started_at", "ended_at", "start_time", "end_time"}:
+    if name in {"id", "chain_id"}:
+        return uuid.UUID if pg else (lambda value: uuid.UUID(value).hex)
+    if name in {"started_at", "ended_at"}:
         return _same if pg else (lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f"))
     if name in _JSON_COLUMNS:
         return lambda value: None if value is None else msgspec.json.encode(value).decode()

@@ -38,12 +38,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("trace_id", "span_id", name=op.f("pk_spans")),
     )
     with op.batch_alter_table("spans", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_spans_event_id"), ["event_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_spans_start_time"), ["start_time"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("spans", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_spans_start_time"))
-        batch_op.drop_index(batch_op.f("ix_spans_event_id"))
     op.drop_table("spans")
