@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: setup serve test lint bench bench-audit bench-policy clean
+.PHONY: setup serve test lint bench bench-audit bench-telemetry bench-policy clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: setup
 
 bench-audit: setup
 	$(BIN)/python -m bench.audit $(ARGS)
+
+bench-telemetry: setup
+	$(BIN)/python -m bench.telemetry $(ARGS)
 
 bench-policy: setup
 	$(BIN)/python -m bench.policy $(ARGS)

@@ -305,13 +305,23 @@ audit: {audit}
 policy: {{dir: {policies}, watch: false}}
 """
 # The proxy alone; what the audit trail adds is measured by bench.audit, what the
-# policies cost by bench.policy.
+# policies cost by bench.policy, what traces and metrics add by bench.telemetry.
 AUDIT_OFF = "{enabled: false}"
+TELEMETRY_OFF = "{traces: {exporters: []}, metrics: {enabled: false}}"
 
 
 def guard_config(
-    procs: Procs, name: str, port: int, *, mock_port: int, sse_port: int, audit: str = AUDIT_OFF
+    procs: Procs,
+    name: str,
+    port: int,
+    *,
+    mock_port: int,
+    sse_port: int,
+    audit: str = AUDIT_OFF,
+    telemetry: str = TELEMETRY_OFF,
 ) -> Path:
+    """``audit`` and ``telemetry``: YAML flow mappings for those sections; by default both
+    off, so that a bench measures one thing."""
     path = procs.workdir / f"{name}.yaml"
     policies = procs.workdir / "no-policies"  # an empty bundle: nothing is scanned
     policies.mkdir(exist_ok=True)
@@ -323,6 +333,7 @@ def guard_config(
         audit=audit,
         policies=policies,
     )
+    text += f"telemetry: {telemetry}\n"
     path.write_text(text)
     return path
 
