@@ -186,7 +186,7 @@ class PolicyStore:
         return loaded
 
     def _put_in_force(self, loaded: Loaded, reason: str, started: float) -> None:
-        previous = self.version
+        previous = None if self.loaded is None else self.version
         self.current, self.loaded = loaded.bundle, loaded
         if self._loader is not None:
             self._loader.adopt(loaded)
@@ -194,10 +194,10 @@ class PolicyStore:
         self._state.loaded_at = _now()
         self._attempt(reason, "loaded", loaded.version)
         log.info(
-            "policy: bundle %s in force (%s; was %s; %d policies)",
+            "policy: bundle %s in force (%s%s; %d policies)",
             loaded.version,
             reason,
-            previous,
+            f"; was {previous}" if previous else "",
             len(loaded.checked.parsed),
         )
         detail = {

@@ -9,6 +9,8 @@ and a line in the writer's log, never a request's time.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +29,8 @@ _KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT, "internal": Span
 _STATUS = {"ok": StatusCode.OK, "error": StatusCode.ERROR, "unset": StatusCode.UNSET}
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("guard", __version__)
+_FAILURE_LOG_EVERY = 60.0  # seconds between log lines about a collector that is down
+log = logging.getLogger(__name__)
 
 
 class ExportCounts:
@@ -41,6 +45,7 @@ class _Counting(SpanExporter):
     def __init__(self, inner: SpanExporter, counts: ExportCounts) -> None:
         self._inner = inner
         self._counts = counts
+        self._logged = -_FAILURE_LOG_EVERY
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -51,6 +56,13 @@ class _Counting(SpanExporter):
             self._counts.exported += len(spans)
         else:
             self._counts.failed += len(spans)
+            now = time.monotonic()
+            if now - self._logged >= _FAILURE_LOG_EVERY:
+                self._logged = now
+                log.warning(
+                    "tracing: the OTLP endpoint is not taking spans; %d lost so far",
+                    self._counts.failed,
+                )
         return result
 
     def shutdown(self) -> None:
@@ -65,6 +77,9 @@ class OtlpSpans:
         self.counts = ExportCounts()
         endpoint = str(settings.otlp_endpoint).rstrip("/") + "/v1/traces"
         inner = exporter or OTLPSpanExporter(endpoint=endpoint, timeout=5)
+        # The exporter logs every retry and every failed batch: with a collector down,
+        # lines every second. Failures are counted instead, and logged once a minute.
+        logging.getLogger(OTLPSpanExporter.__module__).setLevel(logging.CRITICAL)
         self._processor = BatchSpanProcessor(
             _Counting(inner, self.counts), max_queue_size=8192, schedule_delay_millis=500
         )

@@ -107,6 +107,7 @@ def test_a_changed_file_is_put_in_force_without_a_restart(reloading, bundle_dir)
         ("policy", "loaded", v2),
         ("exchange", "block", v2),
     ]
+    assert events[0].detail["previous"] is None  # the first bundle of this process
     assert events[2].route == "watch" and events[2].detail["previous"] == v1
     assert events[2].detail["files"] == {"words.yaml": (bundle_dir / "words.yaml").read_text()}
 
