@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -32,9 +32,6 @@ from guard.upstream import UpstreamPool, UpstreamReply, forward
 from guard.upstream.forward import request_headers
 from guard.upstream.sse import EventSplitter
 
-if TYPE_CHECKING:
-    from guard.audit.events import AuditEvent
-
 log = logging.getLogger(__name__)
 
 
@@ -46,9 +43,6 @@ class AuditSink(Protocol):
 
     def record(self, ex: Exchange) -> None:
         """Take a finished exchange; never blocks."""
-
-    def note(self, event: AuditEvent) -> None:
-        """Take an event guard built itself (a policy load); never blocks."""
 
 
 class MetricsSink(Protocol):

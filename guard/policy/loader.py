@@ -112,7 +112,7 @@ class Checked:
 class Loaded:
     checked: Checked
     bundle: Bundle
-    built: Mapping[str, tuple[str, Detector]]  # detector -> (its settings' key, itself)
+    keys: Mapping[str, str]  # detector -> what it was built from (guard's and policies' settings)
 
     @property
     def version(self) -> str:
@@ -158,22 +158,22 @@ class Loader:
     def load(self, source: Source) -> Loaded:
         checked = self.check(source)
         detectors: dict[str, Detector] = {}
-        built: dict[str, tuple[str, Detector]] = {}
+        keys: dict[str, str] = {}
         for name, configs in checked.configs.items():
-            key = _settings_key(self._options.get(name, {}), configs)
+            keys[name] = key = _settings_key(self._options.get(name, {}), configs)
             previous = self._built.get(name)
             if previous is not None and previous[0] == key:
                 detectors[name] = previous[1]
             else:
                 detectors[name] = self._build(name, configs, checked)
-            built[name] = (key, detectors[name])
         bundle = Bundle(source.version, checked.compiled, detectors, self._redactor, self._timeout)
-        return Loaded(checked, bundle, built)
+        return Loaded(checked, bundle, keys)
 
     def adopt(self, loaded: Loaded) -> None:
         """The bundle went into force: its detectors are the ones the next load reuses
         (not those of a bundle that was turned away)."""
-        self._built = dict(loaded.built)
+        detectors = loaded.bundle.detectors
+        self._built = {name: (key, detectors[name]) for name, key in loaded.keys.items()}
 
     def _build(self, name: str, configs: Sequence[BaseModel], checked: Checked) -> Detector:
         try:

@@ -58,7 +58,7 @@ class Attempt:
 
 
 @dataclass(slots=True)
-class _Counts:
+class _State:
     loaded: int = 0
     rejected: int = 0
     unchanged: int = 0
@@ -90,7 +90,7 @@ class PolicyStore:
         self._audit = audit
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
-        self._state = _Counts()
+        self._state = _State()
 
     @classmethod
     async def open(

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from guard.detectors.base import Direction, ScanContext
 from guard.errors import ConfigError
 from guard.policy.actions import apply_redactions
-from guard.policy.decision import Action, Decision
+from guard.policy.decision import Action, Decision, RuleMatch
 from guard.policy.loader import Loaded, Problem
 from guard.policy.schema import PolicyTest
 from guard.registry.cards import ModelCard
@@ -109,7 +109,7 @@ def _compare(
     return failures
 
 
-def _would(matches: Sequence[Any]) -> Action:
+def _would(matches: Sequence[RuleMatch]) -> Action:
     return max((m.action for m in matches), default=Action.ALLOW)
 
 
