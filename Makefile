@@ -4,23 +4,33 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.dev-installed-stamp
 ARGS ?=
 
-.PHONY: setup serve test lint bench bench-audit bench-telemetry bench-policy clean
+.PHONY: setup setup-dev serve test lint eval-pii bench bench-audit bench-telemetry bench-policy bench-pii clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
+# The test suite also runs the transformers NER backend on a tiny model built in a
+# temp dir: torch goes in first, by itself, so pip takes the build it is given.
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $(DEV_STAMP)
+
 setup: $(STAMP)
+
+setup-dev: $(DEV_STAMP)
 
 serve: setup
 	$(BIN)/guard db upgrade
 	$(BIN)/guard serve $(ARGS)
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check guard tests bench migrations
 	$(BIN)/ruff format --check guard tests bench migrations
 	$(BIN)/mypy
@@ -28,17 +38,23 @@ lint: setup
 test: lint
 	$(BIN)/pytest -q $(ARGS)
 
-bench: setup
+bench: setup-dev
 	$(BIN)/python -m bench.proxy_overhead $(ARGS)
 
-bench-audit: setup
+bench-audit: setup-dev
 	$(BIN)/python -m bench.audit $(ARGS)
 
-bench-telemetry: setup
+bench-telemetry: setup-dev
 	$(BIN)/python -m bench.telemetry $(ARGS)
 
-bench-policy: setup
+bench-policy: setup-dev
 	$(BIN)/python -m bench.policy $(ARGS)
+
+bench-pii: setup-dev
+	$(BIN)/python -m bench.pii $(ARGS)
+
+eval-pii: setup-dev
+	$(BIN)/python -m tests.evals.pii $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

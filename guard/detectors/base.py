@@ -50,3 +50,18 @@ class Detector(Protocol):
     directions: frozenset[Direction]
 
     async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]: ...
+
+
+@runtime_checkable
+class Incremental(Protocol):
+    """A detector that can say how much of a text's end may still become (part of) a
+    finding when more text follows: a stream then holds back only that tail."""
+
+    def holdback(self, text: str) -> int: ...
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """A detector that reports what it has loaded and can find (/readyz)."""
+
+    def describe(self) -> dict[str, object]: ...

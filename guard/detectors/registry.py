@@ -50,10 +50,11 @@ class DetectorRegistry:
     @classmethod
     def builtin(cls) -> DetectorRegistry:
         """The detectors guard ships; each detector module adds its entry here."""
-        from guard.detectors import patterns  # noqa: PLC0415  # detectors import their libraries
+        from guard.detectors import patterns, pii  # noqa: PLC0415  # detectors import their libraries
 
         registry = cls()
         registry.register("patterns", patterns.ENTRY)
+        registry.register("pii", pii.ENTRY)
         return registry
 
     def register(self, name: str, entry: DetectorEntry) -> None:

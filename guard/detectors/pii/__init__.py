@@ -1,0 +1,119 @@
+"""The ``pii`` detector: personal data in prompts and answers, found with Presidio.
+
+Pattern recognizers (email, phone, card, IBAN, SSN, IP address, URL, crypto
+wallet and every other Presidio ships) work with no model. Names, places and
+organisations need an NER model, loaded from the path guard's settings give;
+without one the detector says at start, and in /readyz, what it cannot detect.
+Configuration: guard.detectors.pii.config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from guard.detectors.pii.config import PiiConfig, PiiOptions, RecognizerSpec
+from guard.detectors.registry import DetectorEntry
+from guard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from guard.detectors.pii.detector import PiiDetector
+
+log = logging.getLogger(__name__)
+NAME = "pii"
+
+
+def build(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> PiiDetector:
+    # Presidio (and spaCy under it) load here, when a policy needs the detector: a
+    # command that only checks policy files starts without them.
+    from guard.detectors.pii.detector import PiiDetector  # noqa: PLC0415
+    from guard.detectors.pii.ner import NER_ENTITIES, load_ner  # noqa: PLC0415
+    from guard.detectors.pii.recognizers import catalogue, pattern_recognizers  # noqa: PLC0415
+
+    try:
+        opts = PiiOptions.model_validate(dict(options))
+    except ValidationError as exc:
+        raise ConfigError(f"pii: {_reason(exc)}") from None
+    own = _own(configs)
+    thresholds = _thresholds(own)
+    specs = _recognizers(own)
+    ner_labels = set(opts.ner.labels.values()) if opts.ner else set()
+    known = set(catalogue()) | set(NER_ENTITIES) | ner_labels | {s.name for s in specs}
+    if unknown := sorted(set(thresholds) - known):
+        raise ConfigError(
+            f"pii: unknown entity {', '.join(unknown)} (Presidio's entity types, "
+            f"{', '.join(NER_ENTITIES)} with an NER model, or a policy recognizer's name)"
+        )
+    ner = load_ner(opts.ner) if opts.ner and set(thresholds) & ner_labels else None
+    detector = PiiDetector(
+        pattern_recognizers(thresholds, opts.phone_regions, specs),
+        thresholds,
+        ner=ner,
+        allow=[value for c in own for value in c.allow],
+        allow_patterns=[pattern for c in own for pattern in c.allow_patterns],
+        inline_chars=opts.inline_chars,
+    )
+    _announce(detector)
+    return detector
+
+
+def _announce(detector: PiiDetector) -> None:
+    info = detector.describe()
+    missing = info["cannot_detect"]
+    if info["ner"] is None:
+        log.info("pii: pattern recognizers only, no NER model configured (detectors.pii.ner)")
+    else:
+        log.info("pii: NER model %s", info["ner"])
+    if missing:
+        log.warning(
+            "pii: cannot detect %s: %s",
+            ", ".join(map(str, missing)) if isinstance(missing, list) else missing,
+            "no NER model configured" if info["ner"] is None else "the NER model has no such label",
+        )
+
+
+def _thresholds(configs: Sequence[PiiConfig]) -> dict[str, float]:
+    """Each entity at the lowest score any policy asks for (rules may ask for more)."""
+    merged: dict[str, float] = {}
+    for config in configs:
+        for label, score in config.thresholds().items():
+            merged[label] = min(score, merged.get(label, score))
+    return merged
+
+
+def _recognizers(configs: Sequence[PiiConfig]) -> list[RecognizerSpec]:
+    defined: dict[str, RecognizerSpec] = {}
+    for config in configs:
+        for spec in config.recognizers:
+            if defined.setdefault(spec.name, spec) != spec:
+                raise ConfigError(
+                    f"pii: recognizer {spec.name} is defined differently by two policies; "
+                    "one label must mean one thing (rename one of them)"
+                )
+    return list(defined.values())
+
+
+def labels(configs: Sequence[BaseModel]) -> frozenset[str]:
+    return frozenset(label for config in _own(configs) for label in config.thresholds())
+
+
+def _own(configs: Sequence[BaseModel]) -> list[PiiConfig]:
+    for config in configs:
+        if not isinstance(config, PiiConfig):
+            raise TypeError(f"pii: expected PiiConfig, got {type(config).__name__}")
+    return [c for c in configs if isinstance(c, PiiConfig)]
+
+
+def _reason(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+        for e in exc.errors(include_url=False, include_input=False)
+    )
+
+
+ENTRY = DetectorEntry(factory=build, config=PiiConfig, labels=labels)
+
+__all__ = ["ENTRY", "NAME", "PiiConfig", "PiiOptions"]

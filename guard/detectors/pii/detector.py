@@ -1,0 +1,166 @@
+"""The ``pii`` detector: Presidio's recognizers, run by guard.
+
+Presidio's ``AnalyzerEngine`` is not used to run them: with nothing to lemmatize,
+its context step deep-copies every result (half of a 10 KB prompt's time,
+measured), and it needs an NLP engine even for regexes. guard calls each
+recognizer's ``analyze`` itself and applies, as the engine does, context words
+(a word among the five before a match raises its score by 0.35, to at least
+0.4), score thresholds and allow lists; where two findings overlap, the higher
+score (then the longer span) wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+# Presidio's email recognizer uses tldextract, which fetches the public suffix list
+# on first use unless told to keep to its bundled copy. Set before it is imported.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+import regex
+from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+from guard.detectors.base import Direction, Finding, ScanContext
+from guard.detectors.pii.ner import NER_ENTITIES, Ner
+from guard.detectors.pii.recognizers import patterns_of
+
+log = logging.getLogger(__name__)
+NAME = "pii"
+CONTEXT_BOOST = 0.35
+CONTEXT_FLOOR = 0.4
+CONTEXT_WORDS_BEFORE = 5
+MAX_HOLD = 256  # the most a stream's tail is held back for one value
+_REGEX_TIMEOUT_S = 1.0
+_WORD = regex.compile(r"\w+")
+# Where NER is in play, a run of capitalised words at the end of a stream's text
+# may still become (or grow into) a name.
+_NAME_TAIL = regex.compile(
+    r"(?:\p{Lu}[\p{L}\p{M}'\u2019\-]*\.?[ \t]+){0,3}\p{Lu}[\p{L}\p{M}'\u2019\-]*"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Recognizer:
+    recognizer: EntityRecognizer
+    entities: list[str]
+    context: frozenset[str]
+
+
+class PiiDetector:
+    name = NAME
+    directions = frozenset(Direction)
+
+    def __init__(
+        self,
+        recognizers: Sequence[EntityRecognizer],
+        thresholds: Mapping[str, float],
+        *,
+        ner: Ner | None = None,
+        allow: Sequence[str] = (),
+        allow_patterns: Sequence[str] = (),
+        inline_chars: int = 4096,
+    ) -> None:
+        self._thresholds = dict(thresholds)
+        self._recognizers = tuple(
+            _Recognizer(rec, [e for e in rec.supported_entities if e in thresholds], _words(rec))
+            for rec in recognizers
+        )
+        self._ner = ner
+        self._allow = frozenset(value.casefold() for value in allow)
+        self._allow_patterns = tuple(regex.compile(p) for p in allow_patterns)
+        self._inline_chars = inline_chars
+        tails = [p for rec in recognizers for p in patterns_of(rec)]
+        self._tails = tuple(tails + ([_NAME_TAIL] if ner is not None else []))
+
+    def describe(self) -> dict[str, object]:
+        """What this detector looks for and can find, for /readyz and the startup log."""
+        wanted = set(self._thresholds)
+        found = set(self._ner.entities) if self._ner is not None else set()
+        ner_wanted = wanted & (set(NER_ENTITIES) | found)
+        return {
+            "entities": sorted(wanted),
+            "ner": self._ner.description if self._ner is not None else None,
+            "cannot_detect": sorted(ner_wanted - found),
+        }
+
+    async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
+        if sum(map(len, texts)) > self._inline_chars:
+            return await asyncio.to_thread(self.scan, tuple(texts))
+        return self.scan(texts)
+
+    def scan(self, texts: Sequence[str]) -> list[Finding]:
+        return [
+            Finding(NAME, r.entity_type, round(r.score, 4), index, (r.start, r.end))
+            for index, text in enumerate(texts)
+            for r in self.analyze(text)
+        ]
+
+    def analyze(self, text: str) -> list[RecognizerResult]:
+        """Every finding in ``text`` at or above its entity's threshold, by position."""
+        results: list[RecognizerResult] = []
+        for rec in self._recognizers:
+            if not rec.entities:
+                continue
+            for result in rec.recognizer.analyze(text, rec.entities, None):  # type: ignore[arg-type]
+                if rec.context and result.score < 1.0:
+                    _boost(text, result, rec.context)
+                results.append(result)
+        if self._ner is not None:
+            results.extend(self._ner.analyze(text))
+        kept = [r for r in results if self._reported(text, r)]
+        return sorted(_without_overlaps(kept), key=lambda r: (r.start, r.end))
+
+    def holdback(self, text: str) -> int:
+        """How many trailing characters of ``text`` may still be (part of) a value
+        once more text follows: the tail a stream must hold back."""
+        tail = text[-MAX_HOLD:]
+        start = len(tail)
+        for pattern in self._tails:
+            for match in pattern.finditer(tail, partial=True, timeout=_REGEX_TIMEOUT_S):
+                if match.end() == len(tail) and match.end() > match.start():
+                    start = min(start, match.start())
+                    break
+        return len(tail) - start
+
+    def _reported(self, text: str, result: RecognizerResult) -> bool:
+        threshold = self._thresholds.get(result.entity_type)
+        if threshold is None or result.score < threshold or result.end <= result.start:
+            return False
+        value = text[result.start : result.end]
+        if value.casefold() in self._allow:
+            return False
+        return not any(p.fullmatch(value) for p in self._allow_patterns)
+
+
+def _words(recognizer: EntityRecognizer) -> frozenset[str]:
+    return frozenset(
+        word.casefold() for phrase in recognizer.context or () for word in _WORD.findall(phrase)
+    )
+
+
+def _boost(text: str, result: RecognizerResult, context: frozenset[str]) -> None:
+    before = _WORD.findall(text[max(0, result.start - 120) : result.start])
+    if any(word.casefold() in context for word in before[-CONTEXT_WORDS_BEFORE:]):
+        result.score = min(1.0, max(result.score + CONTEXT_BOOST, CONTEXT_FLOOR))
+
+
+def _without_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """The best of overlapping findings: highest score, then longest span."""
+    starts: list[int] = []  # the kept spans, sorted and disjoint
+    ends: list[int] = []
+    kept: list[RecognizerResult] = []
+    for result in sorted(results, key=lambda r: (-r.score, r.start - r.end, r.start)):
+        at = bisect.bisect_right(starts, result.start)
+        if at and ends[at - 1] > result.start:
+            continue  # the kept span before it reaches into it
+        if at < len(starts) and starts[at] < result.end:
+            continue  # it reaches into the kept span after it
+        starts.insert(at, result.start)
+        ends.insert(at, result.end)
+        kept.append(result)
+    return kept
