@@ -34,6 +34,7 @@ from guard.policy.actions import Redactor
 from guard.policy.engine import FixedGuardrails, PolicyEngine
 from guard.policy.loader import BUNDLED, Loader, PolicyError
 from guard.policy.store import EventSink, PolicyStore
+from guard.policy.vault import open_vault
 from guard.registry.cards import ModelRegistry
 from guard.settings import LOG_FORMAT, Settings, load_settings
 from guard.telemetry.metrics import Metrics, NoMetrics
@@ -83,6 +84,7 @@ def create_app(
                     await asyncio.shield(recorder.aclose())
                 raise
         upstreams = UpstreamPool(settings.upstreams)
+        vault = open_vault(settings.pseudonyms)
         metrics = _metrics(settings, recorder, policies)
         app.state.metrics = metrics
         app.state.services = Services(
@@ -92,6 +94,7 @@ def create_app(
             policies=policies,
             audit=audit,
             metrics=metrics or NoMetrics(),
+            vault=vault,
         )
         app.state.recorder = recorder
         app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -105,6 +108,7 @@ def create_app(
         finally:
             await asyncio.shield(policies.aclose())
             await asyncio.shield(upstreams.aclose())
+            await asyncio.shield(vault.aclose())
             if recorder is not None:
                 await asyncio.shield(recorder.aclose())
 
@@ -171,8 +175,11 @@ def configure_logging(level: str) -> None:
     if logging.getLogger().handlers:
         return
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail;
+    # Presidio logs each recognizer it loads.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for name in ("httpx", "presidio-analyzer", "presidio-anonymizer"):
+        logging.getLogger(name).setLevel(quiet)
     # Alembic narrates every step at INFO; `guard db` prints what happened itself.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 

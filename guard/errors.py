@@ -10,6 +10,7 @@
         ├── Unauthorized            401  admin API without its token
         ├── PolicyBlocked           403  a policy decided to block; message comes from the policy
         ├── AuditUnavailable        503  events can be neither written nor spooled (fail closed)
+        ├── VaultUnavailable        503  a conversation's pseudonyms can be neither read nor kept
         └── UpstreamError           502  the model server could not be used
             ├── UpstreamUnavailable 502  connection refused or reset, protocol error
             └── UpstreamTimeout     504  connect or read timeout
@@ -77,6 +78,12 @@ class AuditUnavailable(ClientFacingError):
     status = 503
     type = "server_error"
     code = "audit_unavailable"
+
+
+class VaultUnavailable(ClientFacingError):
+    status = 503
+    type = "server_error"
+    code = "pseudonym_store_unavailable"
 
 
 class PolicyBlocked(ClientFacingError):

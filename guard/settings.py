@@ -192,6 +192,44 @@ class PolicySettings(Strict):
         return self
 
 
+class PseudonymSettings(Strict):
+    conversation_header: str = Field(
+        default="x-guard-conversation-id",
+        description="The request header that names a conversation: its pseudonyms stay "
+        "the same from turn to turn. Absent: each exchange has its own.",
+    )
+    ttl_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=3600,
+        description="How long a conversation's pseudonyms are kept after its last turn.",
+    )
+    store: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="Where conversations' pseudonyms are kept between turns: this "
+        "process's memory, or Redis (shared by replicas).",
+    )
+    redis_url: str | None = Field(
+        default=None, description="For store redis: redis://host:port/db."
+    )
+    key_env: str | None = Field(
+        default=None,
+        description="Environment variable with the secret the stored maps are encrypted "
+        "with (AES-GCM); empty: a new random key per process (memory store only).",
+    )
+    max_conversations: Annotated[int, Field(ge=1)] = Field(
+        default=100_000, description="For store memory: the most conversations kept."
+    )
+
+    @model_validator(mode="after")
+    def _shared_store(self) -> PseudonymSettings:
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError("store redis needs redis_url")
+        if self.store == "redis" and not self.key_env:
+            raise ValueError("store redis needs key_env, so that every replica can read the maps")
+        if self.key_env and not os.environ.get(self.key_env):
+            raise ValueError(f"environment variable {self.key_env} is not set")
+        return self
+
+
 class AuditSettings(Strict):
     enabled: bool = Field(
         default=True, description="Record one audit event per exchange (off only for benchmarks)."
@@ -332,6 +370,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="Detector name -> its options; names from the registry."
     )
     policy: PolicySettings = PolicySettings()
+    pseudonyms: PseudonymSettings = PseudonymSettings()
     audit: AuditSettings = AuditSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     admin: AdminSettings = AdminSettings()

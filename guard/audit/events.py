@@ -153,6 +153,9 @@ class ExchangeRecord(msgspec.Struct, array_like=True):
     sampled: bool
     steps: list[tuple[str, str, float, float]]  # name, direction, start, end (from arrival)
     enqueue: float = 0.0  # seconds this snapshot took (the audit enqueue span)
+    # (value, placeholder) of the exchange's pseudonyms: values restored in the answer
+    # become placeholders again in what the audit trail keeps. Never stored.
+    pseudonyms: list[tuple[str, str]] = []
 
 
 def record_of(ex: Exchange) -> ExchangeRecord:
@@ -195,6 +198,7 @@ def record_of(ex: Exchange) -> ExchangeRecord:
         ex.upstream_span_id,
         bool(ex.sampled),
         ex.steps,
+        pseudonyms=list(ex.pseudonyms.pairs()) if len(ex.pseudonyms) else [],
     )  # fmt: skip
 
 
@@ -406,11 +410,13 @@ def _kept(
     rec: ExchangeRecord, request: list[str], response: list[str], store_text: StoreText
 ) -> tuple[list[str] | None, list[str] | None, bool]:
     """The texts the settings keep. ``redacted``: the request with every span a detector
-    found replaced by its type, the answer as the client received it."""
+    found replaced by its type, the answer as the client received it but with the
+    exchange's pseudonyms not restored."""
     if store_text == "none" or rec.card is None:
         return None, None, False
     if store_text == "redacted":
         request = _masked(request, rec.input)
+        response = _pseudonymized(response, rec.pseudonyms)
     kept_in, cut_in = _cut(request, rec.answer_limit)
     kept_out, cut_out = _cut(response, rec.answer_limit)
     return kept_in, kept_out, cut_in or cut_out or rec.truncated
@@ -423,6 +429,13 @@ def _masked(texts: list[str], scan: Scanned) -> list[str]:
         if 0 <= index < len(texts) and 0 <= start < end <= len(texts[index])
     ]
     return apply_redactions(texts, spans) if spans else texts
+
+
+def _pseudonymized(texts: list[str], pairs: list[tuple[str, str]]) -> list[str]:
+    """The answer as the model wrote it: each restored value back to its placeholder."""
+    for value, placeholder in pairs:
+        texts = [text.replace(value, placeholder) for text in texts]
+    return texts
 
 
 def _cut(texts: list[str], budget: int) -> tuple[list[str], bool]:

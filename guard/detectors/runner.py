@@ -37,6 +37,13 @@ class DetectorRunner:
         }
         self._timeout = timeout
 
+    def detectors(self, direction: Direction | None = None) -> list[Detector]:
+        """This direction's detectors, or every one (each once)."""
+        if direction is not None:
+            return list(self._by_direction[direction])
+        every = [det for dets in self._by_direction.values() for det in dets]
+        return list({id(det): det for det in every}.values())
+
     def names(self) -> list[str]:
         return sorted({det.name for dets in self._by_direction.values() for det in dets})
 

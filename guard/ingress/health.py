@@ -33,6 +33,8 @@ async def readyz(request: HTTPRequest) -> Response[dict[str, object]]:
         "status": "ready" if ready else "unavailable",
         "upstreams": dict(zip((u.name for u in upstreams), probes, strict=True)),
         "detectors": services.policies.current.detector_names(),
+        "detector_details": services.policies.current.detector_info(),
+        "pseudonyms": {"store": services.settings.pseudonyms.store},
         "policy": services.policies.summary(),
         "audit": audit,
     }

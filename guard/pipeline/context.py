@@ -14,6 +14,7 @@ from guard.detectors.runner import NOTHING_SCANNED, ScanResult
 from guard.errors import ClientFacingError
 from guard.policy.decision import ALLOW, Decision
 from guard.policy.engine import Guardrails
+from guard.policy.pseudonyms import Pseudonyms
 from guard.protocols.base import Adapter
 from guard.registry.cards import ModelCard
 from guard.tenancy import Tenant
@@ -90,6 +91,10 @@ class Exchange:
     model: ModelCard | None = None
     tenant: Tenant | None = None
     guardrails: Guardrails | None = None  # the policy bundle this exchange started with
+    # This exchange's pseudonyms (its conversation's, when the client names one):
+    # never shared with another exchange.
+    pseudonyms: Pseudonyms = field(default_factory=Pseudonyms)
+    conversation: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     trace_id: str = ""

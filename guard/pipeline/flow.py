@@ -1,15 +1,18 @@
 """The order of phases for one exchange, top to bottom. Everything else is called from here.
 
-admit (audit can record) → parse body → route model → scan input → decide →
-(block | rewrite) → upstream → relay upstream errors | scan output (buffered, or
-windowed on streams) → client → audit event (whatever happened, errors included)
+admit (audit can record) → parse body → route model → the conversation's pseudonyms →
+scan input → decide → (block | rewrite, pseudonyms kept) → upstream → relay upstream
+errors | scan output and restore pseudonyms (buffered, or incrementally on streams) →
+client → audit event (whatever happened, errors included)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,12 +22,20 @@ from typing import Any, Protocol
 import msgspec
 
 from guard.detectors.base import Direction
-from guard.errors import BadRequest, ClientFacingError, PolicyBlocked, UpstreamError
+from guard.errors import (
+    BadRequest,
+    ClientFacingError,
+    PolicyBlocked,
+    UpstreamError,
+    VaultUnavailable,
+)
 from guard.pipeline.context import Capture, Exchange, Inbound, Outbound
 from guard.pipeline.streams import StreamGuard
 from guard.policy.actions import apply_redactions
 from guard.policy.decision import Decision
+from guard.policy.engine import Select
 from guard.policy.store import PolicyStore
+from guard.policy.vault import Vault
 from guard.protocols.base import OPAQUE, Adapter, TextRef, write_texts
 from guard.registry.cards import ModelRegistry
 from guard.settings import Settings
@@ -33,6 +44,7 @@ from guard.upstream.forward import request_headers
 from guard.upstream.sse import EventSplitter
 
 log = logging.getLogger(__name__)
+_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
 class AuditSink(Protocol):
@@ -61,6 +73,7 @@ class Services:
     policies: PolicyStore
     audit: AuditSink
     metrics: MetricsSink
+    vault: Vault
 
 
 async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Outbound:
@@ -68,7 +81,9 @@ async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -
     ex = Exchange(inbound, adapter, Capture(services.settings.audit.max_text_bytes))
     with _recorded_on_error(ex, services):
         open_exchange(ex, services)
+        await open_conversation(ex, services)
         await guard_input(ex)
+        await keep_conversation(ex, services)
         reply = await send_upstream(ex, services)
         if reply.status >= 400 or not _is_stream_reply(ex, reply):
             out = await buffered_reply(ex, reply, services)
@@ -159,6 +174,31 @@ def open_exchange(ex: Exchange, services: Services) -> None:
     ex.policy_version = ex.guardrails.version
 
 
+async def open_conversation(ex: Exchange, services: Services) -> None:
+    """A client that names its conversation gets the same pseudonyms every turn."""
+    name = services.settings.pseudonyms.conversation_header
+    conversation = ex.inbound.header(name.lower())
+    if conversation is None:
+        return
+    if not _CONVERSATION_ID.match(conversation):
+        raise BadRequest(
+            f"The {name} header must be 8 to 128 letters, digits or . _ : - "
+            "(a random id per conversation)"
+        )
+    ex.conversation = conversation
+    ex.pseudonyms = await services.vault.load(_tenant_id(ex), conversation)
+
+
+async def keep_conversation(ex: Exchange, services: Services) -> None:
+    if ex.conversation is not None and ex.pseudonyms.changed:
+        await services.vault.save(_tenant_id(ex), ex.conversation, ex.pseudonyms)
+        ex.pseudonyms.changed = False
+
+
+def _tenant_id(ex: Exchange) -> str | None:
+    return ex.tenant.id if ex.tenant is not None else None
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = msgspec.json.decode(raw)
@@ -179,19 +219,25 @@ async def guard_input(ex: Exchange) -> None:
 
 
 async def enforce(ex: Exchange, direction: Direction, body: Any, refs: list[TextRef]) -> bool:
-    """Scan the texts, then block (raise) or write the redactions into ``body``.
-    Returns whether the body changed."""
-    decision = await decide(ex, direction, [r.text for r in refs])
+    """Scan the texts, then block (raise) or write the redactions (and, in an answer,
+    the values of the exchange's pseudonyms) into ``body``. Returns whether it changed."""
+    texts = [r.text for r in refs]
+    decision = await decide(ex, direction, texts)
     if decision.blocks:
         raise PolicyBlocked(decision.message or "Blocked by policy", status=decision.status)
-    if not decision.redactions:
+    redactions = list(decision.redactions)
+    if direction is Direction.OUTPUT:
+        redactions += ex.pseudonyms.restorations(texts)
+    if not redactions:
         return False
-    write_texts(body, refs, apply_redactions([r.text for r in refs], decision.redactions))
+    write_texts(body, refs, apply_redactions(texts, redactions, ex.pseudonyms))
     return True
 
 
-async def decide(ex: Exchange, direction: Direction, texts: Sequence[str]) -> Decision:
-    scan, decision = await ex.rails.check(texts, ex.scan_context(direction))
+async def decide(
+    ex: Exchange, direction: Direction, texts: Sequence[str], select: Select | None = None
+) -> Decision:
+    scan, decision = await ex.rails.check(texts, ex.scan_context(direction), select)
     ex.add_scan(direction, scan)
     ex.add_decision(direction, decision)
     return decision
@@ -231,10 +277,11 @@ async def buffered_reply(ex: Exchange, reply: UpstreamReply, services: Services)
     raw = await reply.read()
     ex.upstream_done = time.perf_counter()
     sent = raw
-    if reply.status < 400 and ex.rails.active(ex.scan_context(Direction.OUTPUT)):
+    if reply.status < 400 and _guards_output(ex):
         ex.output_guarded = True
         sent = await guard_output(ex, raw)
         ex.guard_out = time.perf_counter() - ex.upstream_done
+        await keep_conversation(ex, services)
     ex.capture.whole(raw if services.settings.audit.store_text == "full" else sent)
     ex.output_complete = True
     return Outbound(reply.status, reply.headers, sent)
@@ -252,8 +299,13 @@ async def guard_output(ex: Exchange, raw: bytes) -> bytes:
     return raw
 
 
+def _guards_output(ex: Exchange) -> bool:
+    """Output rules are in scope, or there are pseudonyms to restore."""
+    return ex.rails.active(ex.scan_context(Direction.OUTPUT)) or len(ex.pseudonyms) > 0
+
+
 def stream_reply(ex: Exchange, reply: UpstreamReply, services: Services) -> Outbound:
-    if ex.rails.active(ex.scan_context(Direction.OUTPUT)):
+    if _guards_output(ex):
         ex.output_guarded = True
         chunks = _guarded_stream(ex, reply, services)
     else:
@@ -278,16 +330,24 @@ async def _relay_stream(ex: Exchange, reply: UpstreamReply) -> AsyncGenerator[by
 async def _guarded_stream(
     ex: Exchange, reply: UpstreamReply, services: Services
 ) -> AsyncGenerator[bytes, None]:
-    async def scan(texts: list[str]) -> Decision:
+    async def scan(texts: list[str], select: Select | None) -> Decision:
         started = time.perf_counter()
         try:
-            return await decide(ex, Direction.OUTPUT, texts)
+            return await decide(ex, Direction.OUTPUT, texts, select)
         finally:
             ex.guard_out += time.perf_counter() - started
 
+    ctx = ex.scan_context(Direction.OUTPUT)
     window = services.settings.scan.stream_window_chars
-    hold = ex.rails.holds(ex.scan_context(Direction.OUTPUT))
-    guard = StreamGuard(ex.adapter, scan, window, hold)
+    hold = ex.rails.holds(ctx) or len(ex.pseudonyms) > 0
+    guard = StreamGuard(
+        ex.adapter,
+        scan,
+        window,
+        hold,
+        holdback=lambda text: ex.rails.holdback(text, ctx),
+        pseudonyms=ex.pseudonyms,
+    )
     splitter = EventSplitter(ex.adapter.stream_format)
     keep_full = services.settings.audit.store_text == "full"
     try:
@@ -308,6 +368,8 @@ async def _guarded_stream(
                 ex.capture.add(out)
             yield out
         ex.output_complete = True
+        with contextlib.suppress(VaultUnavailable):  # the answer is sent; the store logged it
+            await keep_conversation(ex, services)
     except UpstreamError as exc:
         log.warning("stream %s ended early: %s", ex.trace_id, exc.message)
     finally:

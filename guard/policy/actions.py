@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -10,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from guard.detectors.base import Finding
 from guard.policy.decision import Redaction
+from guard.policy.pseudonyms import Pseudonyms
 from guard.settings import PolicySettings
 
 _MASK_KEEP = 4  # trailing characters a mask keeps, on values long enough to spare them
@@ -18,7 +20,10 @@ _MASK_MIN = 8
 
 class Redactor:
     """Turns findings into redactions by the methods of the redact rules that matched.
-    ``hash`` is an HMAC under the key given, so equal values give equal tokens."""
+    ``hash`` is an HMAC of the tenant and the value under the key given, so equal
+    values give equal tokens within a tenant and different ones across tenants.
+    ``pseudonymize`` leaves the placeholder to the exchange's own map
+    (guard.policy.pseudonyms), applied with the redactions."""
 
     def __init__(self, hash_key: bytes) -> None:
         self._key = hash_key
@@ -34,6 +39,7 @@ class Redactor:
         findings: Sequence[Finding],
         texts: Sequence[str],
         rules: Sequence[Mapping[str, str]],
+        tenant: str | None = None,
     ) -> tuple[Redaction, ...]:
         out: list[Redaction] = []
         for finding in findings:
@@ -43,19 +49,20 @@ class Redactor:
             if method is None:
                 continue
             start, end = finding.span
-            value = texts[finding.text_index][start:end]
-            out.append(
-                Redaction(
-                    finding.text_index, start, end, self.replace(method, finding.label, value)
-                )
-            )
+            index, label = finding.text_index, finding.label
+            if method == "pseudonymize":
+                out.append(Redaction(index, start, end, f"<{label}>", pseudonym=label))
+                continue
+            value = texts[index][start:end]
+            out.append(Redaction(index, start, end, self.replace(method, label, value, tenant)))
         return tuple(out)
 
-    def replace(self, method: str, label: str, value: str) -> str:
+    def replace(self, method: str, label: str, value: str, tenant: str | None = None) -> str:
         if method == "mask":
             return mask(value)
         if method == "hash":
-            digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+            keyed = f"{tenant or ''}\0{value}".encode()
+            digest = hmac.new(self._key, keyed, hashlib.sha256).hexdigest()
             return f"<{label}:{digest[:12]}>"
         return f"<{label}>"
 
@@ -76,14 +83,29 @@ def mask(value: str) -> str:
     return "*" * (len(value) - _MASK_KEEP) + value[-_MASK_KEEP:]
 
 
-def apply_redactions(texts: Sequence[str], redactions: Sequence[Redaction]) -> list[str]:
-    """New texts with every span replaced; overlapping spans merge into the first."""
+def apply_redactions(
+    texts: Sequence[str], redactions: Sequence[Redaction], pseudonyms: Pseudonyms | None = None
+) -> list[str]:
+    """New texts with every span replaced; overlapping spans merge into the first.
+    Pseudonyms come from ``pseudonyms``, numbered in order of appearance; without a
+    map, a pseudonymized span is replaced by its entity type."""
     out = list(texts)
     by_text: dict[int, list[Redaction]] = {}
     for red in redactions:
         by_text.setdefault(red.text_index, []).append(red)
-    for index, reds in by_text.items():
-        out[index] = _redact_one(out[index], sorted(reds, key=lambda r: (r.start, -r.end)))
+    for index in sorted(by_text):
+        reds = sorted(by_text[index], key=lambda r: (r.start, -r.end))
+        if pseudonyms is not None:
+            text = out[index]
+            reds = [
+                dataclasses.replace(
+                    r, replacement=pseudonyms.token(r.pseudonym, text[r.start : r.end])
+                )
+                if r.pseudonym
+                else r
+                for r in reds
+            ]
+        out[index] = _redact_one(out[index], reds)
     return out
 
 

@@ -17,12 +17,15 @@ class Action(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Redaction:
-    """Replace ``texts[text_index][start:end]`` with ``replacement``."""
+    """Replace ``texts[text_index][start:end]`` with ``replacement``; or, where
+    ``pseudonym`` names an entity type, with the exchange's placeholder for the value
+    (``<PERSON_1>``), which only the exchange's own map can give."""
 
     text_index: int
     start: int
     end: int
     replacement: str
+    pseudonym: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,11 @@ import fnmatch
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from guard.detectors.base import Detector, Direction, ScanContext
+from guard.detectors.base import Describes, Detector, Direction, Incremental, ScanContext
 from guard.detectors.runner import DetectorRunner, ScanResult
 from guard.policy.actions import Redactor
 from guard.policy.conditions import Check, ExpressionError, Facts
@@ -36,6 +36,7 @@ from guard.policy.decision import (
 )
 
 log = logging.getLogger(__name__)
+Select = Callable[[ScanResult], ScanResult]
 _PLAN_CACHE_MAX = 4096
 
 
@@ -53,14 +54,26 @@ class Guardrails(Protocol):
 
     def detector_names(self) -> list[str]: ...
 
+    def detector_info(self) -> dict[str, dict[str, object]]:
+        """What each detector has loaded and can find, where it says."""
+        ...
+
     def holds(self, ctx: ScanContext) -> bool:
         """Whether a rule in this scope could change or stop the text (redact, block), so
-        that streamed text must wait for its window's scan; else it flows on at once."""
+        that streamed text must wait for its scan; else it flows on at once."""
+        ...
+
+    def holdback(self, text: str, ctx: ScanContext) -> int | None:
+        """How many trailing characters of a streamed text a rule in this scope may still
+        change once more text follows (0: none); None where a detector cannot say."""
         ...
 
     async def check(
-        self, texts: Sequence[str], ctx: ScanContext
-    ) -> tuple[ScanResult, Decision]: ...
+        self, texts: Sequence[str], ctx: ScanContext, select: Select | None = None
+    ) -> tuple[ScanResult, Decision]:
+        """Scan, then decide; ``select`` may narrow the scan's findings in between (a
+        stream decides only about the text it is about to release)."""
+        ...
 
 
 class PolicyEngine(Protocol):
@@ -105,11 +118,21 @@ class FixedGuardrails:
     def detector_names(self) -> list[str]:
         return self._runner.names()
 
+    def detector_info(self) -> dict[str, dict[str, object]]:
+        return _info(self._runner.detectors())
+
     def holds(self, ctx: ScanContext) -> bool:
         return self.active(ctx)  # an engine in code may do anything
 
-    async def check(self, texts: Sequence[str], ctx: ScanContext) -> tuple[ScanResult, Decision]:
+    def holdback(self, text: str, ctx: ScanContext) -> int | None:
+        return _holdback(self._runner.detectors(ctx.direction), text)
+
+    async def check(
+        self, texts: Sequence[str], ctx: ScanContext, select: Select | None = None
+    ) -> tuple[ScanResult, Decision]:
         scan = await self._runner.scan(texts, ctx)
+        if select is not None:
+            scan = select(scan)
         started = time.perf_counter()
         decision = self._engine.decide(scan, ctx)
         return _timed(scan, started), decision
@@ -126,6 +149,7 @@ class CompiledRule:
     status: int
     message: str
     redact: Mapping[str, str]
+    directions: frozenset[Direction] = frozenset(Direction)  # where its condition can hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +186,21 @@ class Plan:
         self, rules: Sequence[CompiledRule], detectors: Sequence[Detector], timeout: float
     ) -> None:
         self.rules = tuple(rules)
+        self.detectors = tuple(detectors)
         self.runner = DetectorRunner(detectors, timeout)
-        self.holds = any(
-            not r.monitor and (r.action >= Action.REDACT or r.fail_closed) for r in self.rules
-        )
+        holding = [
+            r for r in self.rules if not r.monitor and (r.action >= Action.REDACT or r.fail_closed)
+        ]
+        self.holds = bool(holding)
+        # Only the detectors of rules that may change or stop the text bound what a
+        # stream must hold back; a flag rule's detector scans what flows on.
+        needed = {name for rule in holding for name in rule.needs}
+        if any("*" in rule.redact for rule in holding):  # redacts every detector's findings
+            needed = {d.name for d in self.detectors}
+        self._holding = tuple(d for d in self.detectors if d.name in needed)
+
+    def holdback(self, text: str) -> int | None:
+        return _holdback(self._holding, text) if self.holds else 0
 
     def decide(
         self, scan: ScanResult, ctx: ScanContext, texts: Sequence[str], redactor: Redactor
@@ -183,7 +218,8 @@ class Plan:
                     degraded = True
             elif matched:
                 hits.append((rule, rule.action))
-        return _decision(hits, degraded, scan, texts, redactor)
+        tenant = ctx.tenant.id if ctx.tenant else None
+        return _decision(hits, degraded, scan, texts, redactor, tenant=tenant)
 
 
 def _evaluate(rule: CompiledRule, facts: Facts, failed: frozenset[str]) -> bool | None:
@@ -204,6 +240,8 @@ def _decision(
     scan: ScanResult,
     texts: Sequence[str],
     redactor: Redactor,
+    *,
+    tenant: str | None,
 ) -> Decision:
     matches = tuple(
         RuleMatch(rule.id, action, "monitor" if rule.monitor else "enforce")
@@ -228,8 +266,18 @@ def _decision(
     redactions: tuple[Redaction, ...] = ()
     if action is Action.REDACT:
         methods = [rule.redact for rule, act in enforced if act is Action.REDACT]
-        redactions = redactor.redactions(scan.findings, texts, methods)
+        redactions = redactor.redactions(scan.findings, texts, methods, tenant)
     return Decision(action, ids, redactions=redactions, matches=matches, degraded=degraded)
+
+
+def _holdback(detectors: Sequence[Detector], text: str) -> int | None:
+    if not all(isinstance(d, Incremental) for d in detectors):
+        return None
+    return max((d.holdback(text) for d in detectors if isinstance(d, Incremental)), default=0)
+
+
+def _info(detectors: Sequence[Detector]) -> dict[str, dict[str, object]]:
+    return {d.name: d.describe() if isinstance(d, Describes) else {} for d in detectors}
 
 
 def _timed(scan: ScanResult, started: float) -> ScanResult:
@@ -287,7 +335,8 @@ class Bundle:
         policies = [p for p in self.policies if p.applies(ctx)]
         names = dict.fromkeys(name for p in policies for name in p.detectors)
         detectors = [self.detectors[name] for name in names]
-        return Plan([r for p in policies for r in p.rules], detectors, self._timeout)
+        rules = [r for p in policies for r in p.rules if ctx.direction in r.directions]
+        return Plan(rules, detectors, self._timeout)
 
     def active(self, ctx: ScanContext) -> bool:
         return bool(self.plan(ctx).rules)
@@ -295,14 +344,24 @@ class Bundle:
     def detector_names(self) -> list[str]:
         return sorted(self.detectors)
 
+    def detector_info(self) -> dict[str, dict[str, object]]:
+        return _info([self.detectors[name] for name in sorted(self.detectors)])
+
     def holds(self, ctx: ScanContext) -> bool:
         return self.plan(ctx).holds
 
-    async def check(self, texts: Sequence[str], ctx: ScanContext) -> tuple[ScanResult, Decision]:
+    def holdback(self, text: str, ctx: ScanContext) -> int | None:
+        return self.plan(ctx).holdback(text)
+
+    async def check(
+        self, texts: Sequence[str], ctx: ScanContext, select: Select | None = None
+    ) -> tuple[ScanResult, Decision]:
         plan = self.plan(ctx)
         if not plan.rules:
             return ScanResult(scanned=True), ALLOW
         scan = await plan.runner.scan(texts, ctx)
+        if select is not None:
+            scan = select(scan)
         started = time.perf_counter()
         decision = plan.decide(scan, ctx, texts, self._redactor)
         return _timed(scan, started), decision

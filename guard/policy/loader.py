@@ -252,6 +252,7 @@ def _compile(
                 status=rule.status,
                 message=rule.message,
                 redact=dict(rule.redact or {}),
+                directions=_pinned(rule.when),
             )
         )
     scope = policy.scope
@@ -265,6 +266,17 @@ def _compile(
         detectors=tuple(item.configs),
         rules=tuple(rules),
     )
+
+
+def _pinned(when: Mapping[str, Any] | None) -> frozenset[Direction]:
+    """The directions a rule can match in: its top-level ``request.direction``, where it
+    names them. A rule pinned to input is not in the output's plan, so its detectors do
+    not run there and cannot fail it there."""
+    value = (when or {}).get("request.direction")
+    named = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+    if named is None or not all(isinstance(v, str) for v in named):
+        return frozenset(Direction)
+    return frozenset(d for d in Direction if d.value in named)
 
 
 def _unique_names(parsed: Sequence[Parsed], problems: list[Problem]) -> None:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _CONDITION_MARK = "x-guard-condition"  # replaced by a $ref once the schema is built
 Condition = Annotated[dict[str, Any], WithJsonSchema({_CONDITION_MARK: True})]
-RedactMethod = Literal["mask", "replace", "hash"]
+RedactMethod = Literal["mask", "replace", "hash", "pseudonymize"]
 
 _COMPARISON = {
     "oneOf": [
@@ -132,8 +132,10 @@ class Rule(Strict):
     action: Literal["allow", "flag", "redact", "block"]
     redact: dict[str, RedactMethod] | None = Field(
         default=None,
-        description="For action redact: finding label -> method (mask, replace, hash); "
-        "'*' for every other label found with a span.",
+        description="For action redact: finding label -> method: mask (****1234), "
+        "replace (<EMAIL_ADDRESS>), hash (<EMAIL_ADDRESS:3f2a…>, keyed per tenant) or "
+        "pseudonymize (<PERSON_1>, restored in the answer); '*' for every other label "
+        "found with a span.",
     )
     status: Annotated[int, Field(ge=400, le=599)] = 403
     message: str = Field(default="The request was blocked by policy.", max_length=500)

@@ -54,6 +54,18 @@ class Adapter:
         """The chunk that ends a stream a policy stopped."""
         raise NotImplementedError
 
+    def ends_choice(self, chunk: Any) -> bool:
+        """Whether a stream chunk finishes a choice or the stream (a finish reason,
+        Ollama's ``done``): such a chunk is never sent in two parts."""
+        if not isinstance(chunk, dict):
+            return False
+        if chunk.get("done") is True:
+            return True
+        choices = chunk.get("choices")
+        return isinstance(choices, list) and any(
+            isinstance(c, dict) and c.get("finish_reason") for c in choices
+        )
+
     def usage(self, body: Any) -> Usage | None:
         """The token counts an answer or a stream chunk reports, if it reports any."""
         usage = body.get("usage") if isinstance(body, dict) else None

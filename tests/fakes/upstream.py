@@ -73,6 +73,8 @@ class Behaviour:
     """How the fake answers the next requests; tests replace or mutate `server.behaviour`."""
 
     reply_text: str | None = None
+    # Streams send exactly these pieces (their join is the reply); else word by word.
+    reply_pieces: list[str] | None = None
     tool_call: dict[str, Any] | None = None
     first_byte_delay: float = 0.0
     chunk_delay: float = 0.0
@@ -100,6 +102,10 @@ class _Reply:
     text: str
     tool_call: dict[str, Any] | None
     prompt_tokens: int
+    pieces: tuple[str, ...] | None = None
+
+    def chunks(self) -> list[str]:
+        return list(self.pieces) if self.pieces is not None else _pieces(self.text)
 
     @property
     def completion_tokens(self) -> int:
@@ -192,6 +198,9 @@ def _parse_body(raw: bytes) -> dict[str, Any] | None:
 
 def _reply(behaviour: Behaviour, echo: str, prompt: str, *, tools: bool) -> _Reply:
     tool_call = behaviour.tool_call if tools else None
+    if behaviour.reply_pieces is not None:
+        pieces = tuple(behaviour.reply_pieces)
+        return _Reply("".join(pieces), tool_call, _words(prompt), pieces)
     if behaviour.reply_text is not None:
         text = behaviour.reply_text
     elif tool_call is not None:
@@ -312,7 +321,7 @@ def _chat_chunks(meta: _Meta, reply: _Reply, include_usage: bool) -> Iterator[di
         return _chunk(meta, "chat.completion.chunk", [choice])
 
     yield chunk({"role": "assistant", "content": ""})
-    for piece in _pieces(reply.text):
+    for piece in reply.chunks():
         yield chunk({"content": piece})
     if reply.tool_call is not None:
         yield from (chunk(delta) for delta in _tool_deltas(meta, reply.tool_call))
@@ -333,7 +342,7 @@ def _text_completion(meta: _Meta, reply: _Reply) -> dict[str, Any]:
 
 
 def _text_chunks(meta: _Meta, reply: _Reply, include_usage: bool) -> Iterator[dict[str, Any]]:
-    for piece in _pieces(reply.text):
+    for piece in reply.chunks():
         yield _chunk(meta, "text_completion", [_text_choice(piece, None)])
     yield _chunk(meta, "text_completion", [_text_choice("", "stop")])
     if include_usage:
@@ -369,7 +378,7 @@ def _ollama_message(content: str, tool_call: dict[str, Any] | None = None) -> di
 
 
 def _ollama_chat_lines(model: str, reply: _Reply) -> Iterator[dict[str, Any]]:
-    for piece in _pieces(reply.text):
+    for piece in reply.chunks():
         yield {**_ollama_head(model), "message": _ollama_message(piece), "done": False}
     if reply.tool_call is not None:
         message = _ollama_message("", reply.tool_call)
@@ -378,7 +387,7 @@ def _ollama_chat_lines(model: str, reply: _Reply) -> Iterator[dict[str, Any]]:
 
 
 def _ollama_generate_lines(model: str, reply: _Reply) -> Iterator[dict[str, Any]]:
-    for piece in _pieces(reply.text):
+    for piece in reply.chunks():
         yield {**_ollama_head(model), "response": piece, "done": False}
     yield {**_ollama_head(model), "response": "", **_ollama_done(reply)}
 

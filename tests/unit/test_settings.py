@@ -1,5 +1,6 @@
 """Settings: embedded defaults, YAML, GUARD_* overrides, and one clear error per bad file."""
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -166,10 +167,11 @@ def test_example_file_is_valid_and_documents_every_key():
     assert settings == Settings()  # the example shows the defaults
     text = EXAMPLE.read_text()
     documented = set(_file_keys(yaml.safe_load(text)))
-    # Keys of lists that are empty by default appear in a commented-out example.
-    commented = yaml.safe_load(
-        "\n".join(line.replace("#", " ", 1) for line in text.splitlines() if line.startswith("#  "))
-    )
+    # Keys of lists that are empty by default appear in a commented-out example
+    # right under the list.
+    after = text.split("passthrough: []\n", 1)[1].splitlines()
+    block = itertools.takewhile(lambda line: line.startswith("#  "), after)
+    commented = yaml.safe_load("\n".join(line.replace("#", " ", 1) for line in block))
     documented |= {f"passthrough.{key}" for item in commented or [] for key in item}
     missing = set(_keys(Settings)) - documented
     assert not missing, f"keys missing from {EXAMPLE.name}: {sorted(missing)}"

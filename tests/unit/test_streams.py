@@ -57,7 +57,7 @@ class Recorder:
         self.windows = []
         self.decide = decide or (lambda texts: Decision())
 
-    async def __call__(self, texts):
+    async def __call__(self, texts, select=None):
         self.windows.append(list(texts))
         return self.decide(texts)
 
@@ -160,3 +160,136 @@ async def test_without_hold_a_block_still_ends_the_stream():
     out = await guard.feed(_chunk(" then more."))
     assert guard.stopped
     assert b"content_filter" in out[0] and out[-1] == b"data: [DONE]\n\n"
+
+
+# Incremental release with the real pii detector: only the tail that may still
+# become a value is held.
+
+PII_POLICY = """
+    name: pii-out
+    detectors:
+      pii:
+        entities: {EMAIL_ADDRESS: 0.5, CREDIT_CARD: 0.5}
+    rules:
+      - id: out.redact
+        when: {pii.any: [EMAIL_ADDRESS, CREDIT_CARD]}
+        action: redact
+        redact: {EMAIL_ADDRESS: replace, CREDIT_CARD: mask}
+"""
+
+
+class BundleScan:
+    def __init__(self, bundle, ctx):
+        self.bundle, self.ctx, self.findings = bundle, ctx, []
+
+    async def __call__(self, texts, select=None):
+        scan, decision = await self.bundle.check(texts, self.ctx, select)
+        self.findings.extend(scan.findings)
+        return decision
+
+
+@pytest.fixture
+def pii_stream(tmp_path):
+    from guard.detectors.base import Direction
+    from guard.pipeline.streams import StreamGuard
+    from guard.policy.pseudonyms import Pseudonyms
+    from tests.fakes.policies import context, load_bundle, write_bundle
+
+    bundle = load_bundle(write_bundle(tmp_path / "b", {"pii.yaml": PII_POLICY})).bundle
+    ctx = context(Direction.OUTPUT)
+
+    def make(pseudonyms=None):
+        scan = BundleScan(bundle, ctx)
+        guard = StreamGuard(
+            ADAPTERS["/v1/chat/completions"],
+            scan,
+            200,
+            True,
+            holdback=lambda text: bundle.holdback(text, ctx),
+            pseudonyms=pseudonyms or Pseudonyms(),
+        )
+        return guard, scan
+
+    return make
+
+
+def contents(events):
+    out = []
+    for event in events:
+        data = sse_data(event)
+        if data and data != b"[DONE]":
+            out.append(json.loads(data)["choices"][0]["delta"].get("content", ""))
+    return out
+
+
+async def run_pieces(guard, pieces):
+    released = [contents(await guard.feed(_chunk(piece))) for piece in pieces]
+    return [*released, contents(await guard.finish())]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param(["Write to maria.gon", "zalez@example.com today."], id="email-in-2"),
+        pytest.param(["Write to maria", ".gonzalez@exam", "ple.com today."], id="email-in-3"),
+        pytest.param(
+            ["Write to ", "m", "aria.gonzalez@example.co", "m", " today."], id="email-tld-split"
+        ),
+    ],
+)
+async def test_an_email_split_over_chunks_never_reaches_the_client(pii_stream, pieces):
+    guard, scan = pii_stream()
+    released = await run_pieces(guard, pieces)
+    sent = [text for batch in released for text in batch]
+    assert "".join(sent) == "Write to <EMAIL_ADDRESS> today."
+    for fragment in ("maria", "gonzalez", "example", "@"):
+        assert not any(fragment in text for text in sent)
+    assert [f.label for f in scan.findings] == ["EMAIL_ADDRESS"]  # found once
+
+
+async def test_a_card_number_sent_digit_by_digit_is_masked(pii_stream):
+    guard, scan = pii_stream()
+    card = "4012 8888 8888 1881"
+    released = await run_pieces(guard, ["Your card ", *card, " is on file."])
+    sent = [text for batch in released for text in batch]
+    assert "".join(sent) == "Your card " + "*" * 15 + "1881 is on file."
+    # No digit went out before the whole number was known, and then only masked.
+    assert [text for text in sent if any(c.isdigit() for c in text)] == ["*" * 15 + "1881"]
+    assert [f.label for f in scan.findings] == ["CREDIT_CARD"]
+
+
+async def test_text_before_a_possible_value_is_released_at_once(pii_stream):
+    guard, _ = pii_stream()
+    first = contents(await guard.feed(_chunk("Hello there. Write to jo")))
+    assert first == ["Hello there. Write to "]  # the event is cut; "jo" may start an email
+    second = contents(await guard.feed(_chunk("hn soon. ")))
+    assert second == ["jo", "hn soon. "]  # the rest of the cut event, then the next
+    assert contents(await guard.finish()) == []
+
+
+async def test_placeholders_are_restored_even_when_split(pii_stream):
+    from guard.policy.pseudonyms import Pseudonyms
+
+    pseudonyms = Pseudonyms()
+    pseudonyms.token("PERSON", "Maria Gonzalez")
+    guard, _ = pii_stream(pseudonyms)
+    released = await run_pieces(guard, ["Dear <PER", "SON_1", ">, thanks. <PERSON_2> too."])
+    sent = [text for batch in released for text in batch]
+    assert "".join(sent) == "Dear Maria Gonzalez, thanks. <PERSON_2> too."
+    assert not any("<PER" in text and ">" not in text for text in sent)
+
+
+async def test_a_chunk_that_finishes_its_choice_is_never_cut(pii_stream):
+    guard, _ = pii_stream()
+    final = (
+        "data: "
+        + json.dumps(
+            {
+                "id": "c",
+                "choices": [{"index": 0, "delta": {"content": "mail jo"}, "finish_reason": "stop"}],
+            }
+        )
+        + "\n\n"
+    ).encode()
+    assert await guard.feed(final) == []  # "jo" may grow: held whole
+    assert await guard.finish() == [final]
