@@ -1,5 +1,5 @@
-"""guard's command line: serve, config check, models, licences, db; `guard audit` and
-`guard policy` live in their own modules."""
+"""guard's command line: serve, config check, models, licences, db; `guard audit`,
+`guard policy` and `guard scan` live in their own modules."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from guard.cli import common
 from guard.cli.audit import audit
 from guard.cli.common import config_option, load_or_exit, sa_errors, unreachable
 from guard.cli.policy import check_bundle, policy
+from guard.cli.scan import scan
 from guard.registry.cards import ModelCard
 from guard.registry.licences import CatalogueLicence, catalogue
 from guard.settings import ENV_PREFIX, Settings
@@ -250,3 +251,4 @@ def db_revision(config: Path | None, message: str) -> None:
 
 main.add_command(audit)
 main.add_command(policy)
+main.add_command(scan)

@@ -46,7 +46,7 @@ def check(config: Path | None, directory: Path | None) -> None:
     Prints the bundle's version."""
     from guard.policy.loader import Loader  # noqa: PLC0415
 
-    checked = _bundle(load_or_exit(config), directory, Loader.check)
+    checked = load_bundle(load_or_exit(config), directory, Loader.check)
     for item in checked.parsed:
         p = item.policy
         click.echo(f"{item.file}\t{p.name}\t{p.mode}\t{len(p.rules)} rules\t{len(p.tests)} tests")
@@ -65,7 +65,7 @@ def test(config: Path | None, directory: Path | None, as_json: bool) -> None:
     from guard.registry.cards import ModelRegistry  # noqa: PLC0415
 
     settings = load_or_exit(config)
-    loaded = _bundle(settings, directory, Loader.load)
+    loaded = load_bundle(settings, directory, Loader.load)
     models = {card.name: card for card in ModelRegistry(settings.models)}
     outcomes = asyncio.run(run_tests(loaded, models))
     for o in outcomes:
@@ -88,10 +88,10 @@ def check_bundle(settings: Settings) -> None:
     (its tests run when the server loads it)."""
     from guard.policy.loader import Loader  # noqa: PLC0415
 
-    _bundle(settings, None, Loader.check, status=2)
+    load_bundle(settings, None, Loader.check, status=2)
 
 
-def _bundle(
+def load_bundle(
     settings: Settings,
     directory: Path | None,
     step: Callable[[Loader, Source], T],

@@ -20,6 +20,7 @@ from guard.errors import ConfigError
 from guard.policy.actions import apply_redactions
 from guard.policy.decision import Action, Decision, RuleMatch
 from guard.policy.loader import Loaded, Problem
+from guard.policy.pseudonyms import Pseudonyms
 from guard.policy.schema import PolicyTest
 from guard.registry.cards import ModelCard
 from guard.settings import ModelSettings
@@ -77,7 +78,7 @@ async def _run_case(
     ctx = ScanContext(
         direction=Direction(case.direction),
         route=spec.route,
-        model=_model(spec.model, models),
+        model=model_card(spec.model, models),
         stream=spec.stream,
         tenant=_tenant(spec.tenant),
     )
@@ -102,7 +103,7 @@ def _compare(
     if expect.status is not None and decision.blocks and decision.status != expect.status:
         failures.append(f"status: expected {expect.status}, got {decision.status}")
     if expect.redacted is not None:
-        got_texts = apply_redactions(texts, decision.redactions)
+        got_texts = apply_redactions(texts, decision.redactions, Pseudonyms())
         wanted = [expect.redacted] if isinstance(expect.redacted, str) else expect.redacted
         if got_texts != wanted:
             failures.append(f"redacted: expected {wanted!r}, got {got_texts!r}")
@@ -113,7 +114,7 @@ def _would(matches: Sequence[RuleMatch]) -> Action:
     return max((m.action for m in matches), default=Action.ALLOW)
 
 
-def _model(spec: str | dict[str, Any] | None, models: Mapping[str, ModelCard]) -> ModelCard:
+def model_card(spec: str | dict[str, Any] | None, models: Mapping[str, ModelCard]) -> ModelCard:
     if isinstance(spec, str):
         card = models.get(spec)
         if card is None:
