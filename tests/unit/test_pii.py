@@ -225,8 +225,12 @@ def test_holdback_is_the_tail_that_may_still_become_a_value(contact, text, held)
     assert contact.holdback(text) == held
 
 
-def test_without_ner_names_are_reported_as_undetectable():
-    detector = build({"entities": ["PERSON", "EMAIL_ADDRESS"]})
+def test_without_ner_names_are_reported_as_undetectable(caplog):
+    with caplog.at_level("INFO", logger="guard.detectors.pii"):
+        detector = build({"entities": ["PERSON", "EMAIL_ADDRESS"]})
+    assert "pii: NER model none (pattern recognizers only" in caplog.text
+    assert "detects EMAIL_ADDRESS" in caplog.text
+    assert "pii: cannot detect PERSON: no NER model is configured" in caplog.text
     info = detector.describe()
     assert info["ner"] is None
     assert info["cannot_detect"] == ["PERSON"]

@@ -61,18 +61,19 @@ def build(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> PiiDetect
 
 
 def _announce(detector: PiiDetector) -> None:
+    """At start: what the policies asked for that this detector can find, and what not."""
     info = detector.describe()
-    missing = info["cannot_detect"]
-    if info["ner"] is None:
-        log.info("pii: pattern recognizers only, no NER model configured (detectors.pii.ner)")
-    else:
-        log.info("pii: NER model %s", info["ner"])
+    missing = [str(label) for label in info["cannot_detect"]]  # type: ignore[attr-defined]
+    found = [str(label) for label in info["entities"] if label not in missing]  # type: ignore[attr-defined]
+    ner = info["ner"] or "none (pattern recognizers only; set detectors.pii.ner)"
+    log.info("pii: NER model %s; detects %s", ner, ", ".join(found) or "nothing")
     if missing:
-        log.warning(
-            "pii: cannot detect %s: %s",
-            ", ".join(map(str, missing)) if isinstance(missing, list) else missing,
-            "no NER model configured" if info["ner"] is None else "the NER model has no such label",
+        why = (
+            "no NER model is configured"
+            if info["ner"] is None
+            else "the NER model has no such label"
         )
+        log.warning("pii: cannot detect %s: %s", ", ".join(missing), why)
 
 
 def _thresholds(configs: Sequence[PiiConfig]) -> dict[str, float]:
