@@ -248,3 +248,23 @@ def test_long_texts_are_scanned_off_the_event_loop_with_the_same_findings(contac
     threaded = asyncio.run(small.detect([text], context()))
     assert threaded == inline
     assert len(inline) == text.count("maria@example.com")
+
+
+def test_findings_of_a_repeated_text_come_from_the_cache_and_match_a_fresh_scan():
+    from guard.detectors.pii import detector as module
+
+    detector = build({"entities": CONTACT})
+    text = "Reply to maria@example.com about card 4111 1111 1111 1111."
+    first = detector.analyze(text)
+    assert len(detector._cache) == 1
+    assert detector.analyze(text) == first
+    assert len(detector._cache) == 1  # a hit, not a second entry
+    changed = text.replace("maria", "mario")
+    assert [(h.entity_type, h.start, h.end) for h in detector.analyze(changed)] == [
+        (h.entity_type, h.start, h.end) for h in first
+    ]
+    assert len(detector._cache) == 2
+    assert b"maria" not in b"".join(detector._cache)  # keyed by digest, not by the text
+    long_text = "x " * module.CACHE_CHARS + text
+    assert len(detector.analyze(long_text)) == 2
+    assert len(detector._cache) == 2  # too long to keep

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
+import hashlib
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,18 +27,21 @@ from dataclasses import dataclass
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 import regex
-from presidio_analyzer import EntityRecognizer, RecognizerResult
+from presidio_analyzer import EntityRecognizer
 
 from guard.detectors.base import Direction, Finding, ScanContext
 from guard.detectors.pii.ner import NER_ENTITIES, Ner
 from guard.detectors.pii.recognizers import patterns_of
+from guard.detectors.pii.runners import CONTEXT_BOOST, CONTEXT_FLOOR, Hit, Runner, runner_for
 
 log = logging.getLogger(__name__)
 NAME = "pii"
-CONTEXT_BOOST = 0.35
-CONTEXT_FLOOR = 0.4
 CONTEXT_WORDS_BEFORE = 5
-MAX_HOLD = 256  # the most a stream's tail is held back for one value
+MAX_HOLD = 256
+CACHE_TEXTS = 4096  # texts whose findings are kept
+CACHE_CHARS = (
+    16 * 1024
+)  # longer texts are always scanned  # the most a stream's tail is held back for one value
 _REGEX_TIMEOUT_S = 1.0
 _WORD = regex.compile(r"\w+")
 # Where NER is in play, a run of capitalised words at the end of a stream's text
@@ -46,8 +53,7 @@ _NAME_TAIL = regex.compile(
 
 @dataclass(frozen=True, slots=True)
 class _Recognizer:
-    recognizer: EntityRecognizer
-    entities: list[str]
+    run: Runner
     context: frozenset[str]
 
 
@@ -67,13 +73,19 @@ class PiiDetector:
     ) -> None:
         self._thresholds = dict(thresholds)
         self._recognizers = tuple(
-            _Recognizer(rec, [e for e in rec.supported_entities if e in thresholds], _words(rec))
+            _Recognizer(runner_for(rec, wanted, min(thresholds[e] for e in wanted)), _words(rec))
             for rec in recognizers
+            if (wanted := [e for e in rec.supported_entities if e in thresholds])
         )
         self._ner = ner
         self._allow = frozenset(value.casefold() for value in allow)
         self._allow_patterns = tuple(regex.compile(p) for p in allow_patterns)
         self._inline_chars = inline_chars
+        # Findings of recent texts, by a digest of the text (the text itself is not
+        # kept): clients resend the system prompt and the conversation's history with
+        # every turn, and only the new message needs scanning.
+        self._cache: OrderedDict[bytes, tuple[Hit, ...]] = OrderedDict()
+        self._lock = threading.Lock()  # long texts are scanned in worker threads
         tails = [p for rec in recognizers for p in patterns_of(rec)]
         self._tails = tuple(tails + ([_NAME_TAIL] if ner is not None else []))
 
@@ -100,18 +112,33 @@ class PiiDetector:
             for r in self.analyze(text)
         ]
 
-    def analyze(self, text: str) -> list[RecognizerResult]:
+    def analyze(self, text: str) -> list[Hit]:
         """Every finding in ``text`` at or above its entity's threshold, by position."""
-        results: list[RecognizerResult] = []
+        if len(text) > CACHE_CHARS:
+            return self._analyze(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return list(cached)
+        found = self._analyze(text)
+        with self._lock:
+            self._cache[key] = tuple(found)
+            if len(self._cache) > CACHE_TEXTS:
+                self._cache.popitem(last=False)
+        return found
+
+    def _analyze(self, text: str) -> list[Hit]:
+        results: list[Hit] = []
         for rec in self._recognizers:
-            if not rec.entities:
-                continue
-            for result in rec.recognizer.analyze(text, rec.entities, None):  # type: ignore[arg-type]
-                if rec.context and result.score < 1.0:
-                    _boost(text, result, rec.context)
-                results.append(result)
+            for hit in rec.run(text):
+                boost = rec.context and hit.score < 1.0
+                results.append(_boosted(text, hit, rec.context) if boost else hit)
         if self._ner is not None:
-            results.extend(self._ner.analyze(text))
+            results.extend(
+                Hit(r.entity_type, r.start, r.end, r.score) for r in self._ner.analyze(text)
+            )
         kept = [r for r in results if self._reported(text, r)]
         return sorted(_without_overlaps(kept), key=lambda r: (r.start, r.end))
 
@@ -127,7 +154,7 @@ class PiiDetector:
                     break
         return len(tail) - start
 
-    def _reported(self, text: str, result: RecognizerResult) -> bool:
+    def _reported(self, text: str, result: Hit) -> bool:
         threshold = self._thresholds.get(result.entity_type)
         if threshold is None or result.score < threshold or result.end <= result.start:
             return False
@@ -143,17 +170,19 @@ def _words(recognizer: EntityRecognizer) -> frozenset[str]:
     )
 
 
-def _boost(text: str, result: RecognizerResult, context: frozenset[str]) -> None:
+def _boosted(text: str, result: Hit, context: frozenset[str]) -> Hit:
     before = _WORD.findall(text[max(0, result.start - 120) : result.start])
     if any(word.casefold() in context for word in before[-CONTEXT_WORDS_BEFORE:]):
-        result.score = min(1.0, max(result.score + CONTEXT_BOOST, CONTEXT_FLOOR))
+        score = min(1.0, max(result.score + CONTEXT_BOOST, CONTEXT_FLOOR))
+        return dataclasses.replace(result, score=score)
+    return result
 
 
-def _without_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:
+def _without_overlaps(results: list[Hit]) -> list[Hit]:
     """The best of overlapping findings: highest score, then longest span."""
     starts: list[int] = []  # the kept spans, sorted and disjoint
     ends: list[int] = []
-    kept: list[RecognizerResult] = []
+    kept: list[Hit] = []
     for result in sorted(results, key=lambda r: (-r.score, r.start - r.end, r.start)):
         at = bisect.bisect_right(starts, result.start)
         if at and ends[at - 1] > result.start:

@@ -80,6 +80,10 @@ class PhoneRecognizer(LocalRecognizer):
 
     def __init__(self, regions: Sequence[str]) -> None:
         self.regions = tuple(regions)
+        # One region per country calling code: a number parsed for US is checked
+        # against every region that shares +1 (CA included), so CA need not parse it again.
+        by_code = {phonenumbers.country_code_for_region(r): r for r in reversed(self.regions)}
+        self._dialling = tuple(sorted(by_code.values(), key=self.regions.index))
         self.candidates = regex.compile(_PHONE_CANDIDATE)
         super().__init__(supported_entities=[PHONE], context=list(self.CONTEXT), name=self.NAME)
 
@@ -115,16 +119,10 @@ class PhoneRecognizer(LocalRecognizer):
         start = len(value) - len(value.lstrip("("))
         end = len(value) - len(value.rstrip(")"))
         number = value[start : len(value) - end] if value[start:].startswith("+") else value
-        regions = (None,) if number.startswith("+") else self.regions
-        for region in regions:
-            try:
-                parsed = phonenumbers.parse(number, region, keep_raw_input=True)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(parsed) and _prefix_if_required(parsed):
-                offset = value.index(number)
-                return offset, offset + len(number)
-        return None
+        if not _valid_in(number, (None,) if number.startswith("+") else self._dialling):
+            return None
+        offset = value.index(number)
+        return offset, offset + len(number)
 
     def _result(self, start: int, end: int, score: float) -> RecognizerResult:
         return RecognizerResult(
@@ -137,6 +135,21 @@ class PhoneRecognizer(LocalRecognizer):
             ),
             recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.NAME},
         )
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_in(number: str, regions: tuple[str | None, ...]) -> bool:
+    """Whether ``number`` is a valid number in one of ``regions``. Cached: the same
+    numbers come back with every turn of a conversation (clients resend its history),
+    and libphonenumber's parse is most of this recognizer's time."""
+    for region in regions:
+        try:
+            parsed = phonenumbers.parse(number, region, keep_raw_input=True)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed) and _prefix_if_required(parsed):
+            return True
+    return False
 
 
 def _unbracketed(at: int, value: str) -> tuple[int, str]:
