@@ -175,11 +175,8 @@ def configure_logging(level: str) -> None:
     if logging.getLogger().handlers:
         return
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail;
-    # Presidio logs each recognizer it loads.
-    quiet = max(logging.WARNING, logging.getLogger().level)
-    for name in ("httpx", "presidio-analyzer", "presidio-anonymizer"):
-        logging.getLogger(name).setLevel(quiet)
+    # httpx logs every request's URL at INFO: noise on the hot path, not an audit trail.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     # Alembic narrates every step at INFO; `guard db` prints what happened itself.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 

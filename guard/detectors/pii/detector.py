@@ -35,6 +35,9 @@ from guard.detectors.pii.recognizers import patterns_of
 from guard.detectors.pii.runners import CONTEXT_BOOST, CONTEXT_FLOOR, Hit, Runner, runner_for
 
 log = logging.getLogger(__name__)
+# Presidio logs the matched text when an IBAN fails to validate, and context words
+# at debug level: its log never reaches guard's, which logs no content.
+logging.getLogger("presidio-analyzer").setLevel(logging.CRITICAL + 1)
 NAME = "pii"
 CONTEXT_WORDS_BEFORE = 5
 MAX_HOLD = 256
