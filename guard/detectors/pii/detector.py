@@ -40,11 +40,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("presidio-analyzer").setLevel(logging.CRITICAL + 1)
 NAME = "pii"
 CONTEXT_WORDS_BEFORE = 5
-MAX_HOLD = 256
+MAX_HOLD = 256  # the most a stream's tail is held back for one value
 CACHE_TEXTS = 4096  # texts whose findings are kept
-CACHE_CHARS = (
-    16 * 1024
-)  # longer texts are always scanned  # the most a stream's tail is held back for one value
+CACHE_CHARS = 16 * 1024  # longer texts are always scanned
 _REGEX_TIMEOUT_S = 1.0
 _WORD = regex.compile(r"\w+")
 # Where NER is in play, a run of capitalised words at the end of a stream's text

@@ -65,6 +65,11 @@ _CANDIDATES = {
 }
 
 
+# For recognizers run as they are: what a text must contain for them to find anything
+# (an IBAN starts with two letters and two check digits).
+_REQUIRED = {"IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}")}
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """What a recognizer reports: an entity type, a span, a score (never the value)."""
@@ -148,7 +153,11 @@ def runner_for(recognizer: EntityRecognizer, entities: list[str], threshold: flo
     ):
         return PatternRunner(recognizer, threshold)
 
+    required = _REQUIRED.get(entities[0]) if len(entities) == 1 else None
+
     def run(text: str) -> list[Hit]:
+        if required is not None and required.search(text) is None:
+            return []
         found = recognizer.analyze(text, entities, None)  # type: ignore[arg-type]
         return [Hit(r.entity_type, r.start, r.end, r.score) for r in found]
 
