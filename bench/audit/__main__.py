@@ -29,27 +29,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 
 from bench.audit import latency as lat
 from bench.audit import rate
 from bench.audit.scratch import Server, scratch_database
+from bench.common import log as _log
+from bench.common import on_sigterm as _on_sigterm
+from bench.common import version as _v
 from bench.proxy_overhead import procs as px
 from bench.proxy_overhead.load import cell
 
 FLOOR_EVENTS_PER_S = 5_000.0
 FLOOR_P50_RATIO = 1.10  # audit on p50 / audit off p50, at c=16
 FEEDS = ("event", "exchange")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -103,13 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def _v(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def header(args: argparse.Namespace, pg_version: str) -> list[str]:

@@ -41,10 +41,11 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 
+from bench.common import log as _log
+from bench.common import on_sigterm as _on_sigterm
+from bench.common import version as _v
 from bench.pii import arms, texts
 from bench.pii import detector as det
 from bench.proxy_overhead import procs as px
@@ -58,14 +59,6 @@ FLOOR_RPS_RATIO = 0.50  # guard-pii / guard-empty requests/s at c=16
 CONCURRENCIES = (1, 16)
 PROFILE_TOP = 15
 PARTS = ("detector", "proxy", "stream")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -261,13 +254,6 @@ def run_proxy(args: argparse.Namespace, results: Results) -> None:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def _v(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def _found(found: Counter[str]) -> str:

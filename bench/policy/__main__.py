@@ -30,8 +30,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 
+from bench.common import log as _log
+from bench.common import version as _v
 from bench.policy.cases import (
     CEL_CONDITION,
     MATCHER_CONDITION,
@@ -50,10 +51,6 @@ FLOOR_US = 50.0  # median per exchange, detectors excluded
 CEL_CASE = "secret-in-prompt"  # has findings, so the CEL test reads them
 
 clock = time.perf_counter_ns
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -183,13 +180,6 @@ def clock_ns() -> float:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def _v(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def pct(values: Sequence[int], q: float) -> float:

@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 
+from bench.common import log as _log
+from bench.common import on_sigterm as _on_sigterm
 from bench.proxy_overhead import procs as px
 from bench.proxy_overhead.load import PATH, Sample, cell, measure, request_body, wrk_threads
 from bench.proxy_overhead.ttfb import GAPLESS_STREAM_BODY, KeepAliveClient, check_stream
@@ -72,10 +73,6 @@ class Results:
 
 
 # -- running ---------------------------------------------------------------------------------
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def start_all(procs: px.Procs, names: Sequence[str], chunks: int, gap_ms: float) -> list[Target]:
@@ -514,10 +511,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if any(c < 1 for c in args.concurrency):
         parser.error("--concurrency values must be >= 1")
     return args
-
-
-def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

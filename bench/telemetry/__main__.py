@@ -36,25 +36,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 
 from bench.audit.scratch import Server, scratch_database
+from bench.common import log as _log
+from bench.common import on_sigterm as _on_sigterm
+from bench.common import version as _v
 from bench.proxy_overhead import procs as px
 from bench.proxy_overhead.load import Cell, cell
 from bench.telemetry import arms
 from bench.telemetry.arms import ARMS, DIRECT, OFF, ON
 
 FLOOR_P50_RATIO = 1.10  # telemetry-on p50 / telemetry-off p50, at c=16
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -89,13 +82,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- figures ----------------------------------------------------------------------------------
-
-
-def _v(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def _by(targets: list[arms.Target]) -> dict[str, arms.Target]:
