@@ -205,3 +205,19 @@ def test_readyz_says_what_the_pii_detector_can_and_cannot_find(pii_guard, guard_
     plain = guard_at(make_settings(upstream.base_url))
     details = httpx.get(f"{plain.url}/readyz").json()["detector_details"]["pii"]
     assert details["ner"] is None and details["cannot_detect"] == ["PERSON"]
+
+
+def test_ollama_streams_restore_placeholders_and_redact_too(pii_guard, upstream):
+    upstream.behaviour.reply_pieces = ["Hi <PERS", "ON_1>, mail ", "x@exam", "ple.org."]
+    r = httpx.post(
+        f"{pii_guard.url}/api/chat",
+        json={"model": "olm", "messages": [{"role": "user", "content": "I am Maria Gonzalez"}]},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    lines = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+    pieces = [line["message"]["content"] for line in lines if "message" in line]
+    assert "".join(pieces) == "Hi Maria Gonzalez, mail <EMAIL_ADDRESS>."
+    assert not any("<PERS" in p or "exam" in p for p in pieces)
+    assert lines[-1]["done"] is True
+    assert sent_upstream(upstream) == ["I am <PERSON_1>"]
