@@ -61,6 +61,15 @@ class Incremental(Protocol):
 
 
 @runtime_checkable
+class Inline(Protocol):
+    """A detector that can answer at once, on the event loop, where the texts are small
+    enough (pattern matching on a short prompt): no task, no timer. Code that runs on
+    the loop cannot be interrupted by a timeout anyway; ``None`` means "await detect"."""
+
+    def scan_inline(self, texts: Sequence[str]) -> list[Finding] | None: ...
+
+
+@runtime_checkable
 class Describes(Protocol):
     """A detector that reports what it has loaded and can find (/readyz)."""
 

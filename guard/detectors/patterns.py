@@ -226,6 +226,9 @@ class PatternsDetector:
         """Whether these texts are scanned in a worker thread, off the event loop."""
         return sum(map(len, texts)) > self._inline_limit
 
+    def scan_inline(self, texts: Sequence[str]) -> list[Finding] | None:
+        return None if self.offloads(texts) else self.scan(texts)
+
     async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
         if self.offloads(texts):
             return await asyncio.to_thread(self.scan, tuple(texts))

@@ -11,8 +11,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from guard.detectors.base import Detector, Direction, Finding, ScanContext
+from guard.detectors.base import Detector, Direction, Finding, Inline, ScanContext
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class DetectorRunner:
             d: tuple(det for det in detectors if d in det.directions) for d in Direction
         }
         self._timeout = timeout
+        self._inline = {id(det) for det in detectors if isinstance(det, Inline)}
 
     def detectors(self, direction: Direction | None = None) -> list[Detector]:
         """This direction's detectors, or every one (each once)."""
@@ -93,6 +95,10 @@ class DetectorRunner:
     ) -> list[Finding]:
         started = time.perf_counter()
         try:
+            if id(detector) in self._inline:
+                found = cast("Inline", detector).scan_inline(texts)
+                if found is not None:
+                    return found
             async with asyncio.timeout(self._timeout):
                 return await detector.detect(texts, ctx)
         finally:

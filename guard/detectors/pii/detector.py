@@ -101,10 +101,12 @@ class PiiDetector:
             "cannot_detect": sorted(ner_wanted - found),
         }
 
+    def scan_inline(self, texts: Sequence[str]) -> list[Finding] | None:
+        return self.scan(texts) if sum(map(len, texts)) <= self._inline_chars else None
+
     async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
-        if sum(map(len, texts)) > self._inline_chars:
-            return await asyncio.to_thread(self.scan, tuple(texts))
-        return self.scan(texts)
+        found = self.scan_inline(texts)
+        return found if found is not None else await asyncio.to_thread(self.scan, tuple(texts))
 
     def scan(self, texts: Sequence[str]) -> list[Finding]:
         return [
