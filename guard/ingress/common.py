@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from litestar import Request
@@ -17,6 +19,8 @@ from guard.pipeline.flow import Services, run_exchange
 from guard.protocols import ADAPTERS
 
 HTTPRequest = Request[Any, Any, State]
+_DISCARD_MIN = 1024 * 1024  # a refused body is drained up to this (or the limit, if larger)
+_DISCARD_S = 2.0
 
 
 def services_of(request: HTTPRequest) -> Services:
@@ -42,6 +46,8 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
             if exc.status_code != 413:
                 raise
             refused = too_large
+    if refused is not None:
+        await _discard_body(request, max(limit, _DISCARD_MIN))
     client = scope.get("client")
     return Inbound(
         method=scope["method"],
@@ -52,6 +58,23 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
         client=client[0] if client else "",
         refused=refused,
     )
+
+
+async def _discard_body(request: HTTPRequest, cap: int) -> None:
+    """Read and drop what is left of a refused body, up to ``cap`` bytes and for
+    ``_DISCARD_S`` at most. A socket closed with unread data in it is reset, and the
+    client may then lose the 413 before it reads it; past the cap or the time (a
+    client that declares a body and sends it slowly, or never), that is its lot."""
+    seen = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DISCARD_S):
+            while seen <= cap:
+                message = await request.receive()
+                if message["type"] != "http.request":
+                    return
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 def to_asgi(out: Outbound) -> ASGIApp:
