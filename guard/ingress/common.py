@@ -20,7 +20,8 @@ from guard.protocols import ADAPTERS
 
 HTTPRequest = Request[Any, Any, State]
 _DISCARD_MIN = 1024 * 1024  # a refused body is drained up to this (or the limit, if larger)
-_DISCARD_S = 2.0
+_DISCARD_S = 2.0  # a body declared too large: the client is sending it now
+_DISCARD_REST_S = 0.25  # a body found too large while reading: there may be no more
 
 
 def services_of(request: HTTPRequest) -> Services:
@@ -29,16 +30,19 @@ def services_of(request: HTTPRequest) -> Services:
 
 
 async def read_inbound(request: HTTPRequest) -> Inbound:
+    """The request as guard needs it. A body over the limit is not kept (what is left
+    of it is drained and dropped): the Inbound carries the refusal, so the pipeline
+    records the exchange before refusing it."""
     scope = request.scope
-    """The request as guard needs it. A body over the limit is not read: the Inbound
-    carries the refusal, so the pipeline records the exchange before refusing it."""
     limit = services_of(request).settings.server.max_body_bytes
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     declared = next((v for k, v in headers if k.lower() == "content-length"), "")
     too_large = BodyTooLarge(f"The request body is over the limit of {limit} bytes")
     body, refused = b"", None
+    cap = max(limit, _DISCARD_MIN)
     if declared.isdigit() and int(declared) > limit:
         refused = too_large
+        await _discard_body(request, cap, _DISCARD_S)
     else:
         try:
             body = await request.body()
@@ -46,8 +50,9 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
             if exc.status_code != 413:
                 raise
             refused = too_large
-    if refused is not None:
-        await _discard_body(request, max(limit, _DISCARD_MIN))
+            # The chunk that went over may have been the last one: then nothing more
+            # comes, so this waits only a moment for the rest.
+            await _discard_body(request, cap, _DISCARD_REST_S)
     client = scope.get("client")
     return Inbound(
         method=scope["method"],
@@ -60,14 +65,14 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
     )
 
 
-async def _discard_body(request: HTTPRequest, cap: int) -> None:
+async def _discard_body(request: HTTPRequest, cap: int, seconds: float) -> None:
     """Read and drop what is left of a refused body, up to ``cap`` bytes and for
-    ``_DISCARD_S`` at most. A socket closed with unread data in it is reset, and the
+    ``seconds`` at most. A socket closed with unread data in it is reset, and the
     client may then lose the 413 before it reads it; past the cap or the time (a
     client that declares a body and sends it slowly, or never), that is its lot."""
     seen = 0
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(_DISCARD_S):
+        async with asyncio.timeout(seconds):
             while seen <= cap:
                 message = await request.receive()
                 if message["type"] != "http.request":
