@@ -230,9 +230,8 @@ class PatternsDetector:
         return None if self.offloads(texts) else self.scan(texts)
 
     async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
-        if self.offloads(texts):
-            return await asyncio.to_thread(self.scan, tuple(texts))
-        return self.scan(texts)
+        found = self.scan_inline(texts)
+        return found if found is not None else await asyncio.to_thread(self.scan, tuple(texts))
 
     def scan(self, texts: Sequence[str]) -> list[Finding]:
         """The findings in order of text, position and label; each reported once."""

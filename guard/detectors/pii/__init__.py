@@ -62,15 +62,14 @@ def build(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> PiiDetect
 
 def _announce(detector: PiiDetector) -> None:
     """At start: what the policies asked for that this detector can find, and what not."""
-    info = detector.describe()
-    missing = [str(label) for label in info["cannot_detect"]]  # type: ignore[attr-defined]
-    found = [str(label) for label in info["entities"] if label not in missing]  # type: ignore[attr-defined]
-    ner = info["ner"] or "none (pattern recognizers only; set detectors.pii.ner)"
+    missing = detector.cannot_detect()
+    found = [label for label in detector.entities() if label not in missing]
+    ner = detector.ner_model or "none (pattern recognizers only; set detectors.pii.ner)"
     log.info("pii: NER model %s; detects %s", ner, ", ".join(found) or "nothing")
     if missing:
         why = (
             "no NER model is configured"
-            if info["ner"] is None
+            if detector.ner_model is None
             else "the NER model has no such label"
         )
         log.warning("pii: cannot detect %s: %s", ", ".join(missing), why)

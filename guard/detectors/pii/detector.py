@@ -90,15 +90,25 @@ class PiiDetector:
         tails = [p for rec in recognizers for p in patterns_of(rec)]
         self._tails = tuple(tails + ([_NAME_TAIL] if ner is not None else []))
 
-    def describe(self) -> dict[str, object]:
-        """What this detector looks for and can find, for /readyz and the startup log."""
-        wanted = set(self._thresholds)
+    @property
+    def ner_model(self) -> str | None:
+        return self._ner.description if self._ner is not None else None
+
+    def entities(self) -> list[str]:
+        return sorted(self._thresholds)
+
+    def cannot_detect(self) -> list[str]:
+        """The named-entity types the policies ask for that no loaded model finds."""
         found = set(self._ner.entities) if self._ner is not None else set()
-        ner_wanted = wanted & (set(NER_ENTITIES) | found)
+        wanted = set(self._thresholds) & (set(NER_ENTITIES) | found)
+        return sorted(wanted - found)
+
+    def describe(self) -> dict[str, object]:
+        """What this detector looks for and can find, for /readyz."""
         return {
-            "entities": sorted(wanted),
-            "ner": self._ner.description if self._ner is not None else None,
-            "cannot_detect": sorted(ner_wanted - found),
+            "entities": self.entities(),
+            "ner": self.ner_model,
+            "cannot_detect": self.cannot_detect(),
         }
 
     def scan_inline(self, texts: Sequence[str]) -> list[Finding] | None:
