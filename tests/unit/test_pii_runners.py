@@ -1,0 +1,91 @@
+"""guard runs Presidio's pattern recognizers its own lean way (guard.detectors.pii.runners):
+what it finds must be what Presidio's own ``analyze`` finds, span for span and score for
+score, on realistic texts and on the cases each shortcut could get wrong."""
+
+import pytest
+from presidio_analyzer import PatternRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer as PresidioEmail
+from presidio_analyzer.predefined_recognizers import IbanRecognizer
+
+from guard.detectors.pii.recognizers import EmailRecognizer, PhoneRecognizer, catalogue
+from guard.detectors.pii.runners import runner_for
+from tests.evals.pii_set import generate
+
+EDGE_CASES = [
+    # IBANs: compact, grouped, lower case, followed by a word or digits that look like
+    # one more group, a bad check digit, two in a row, at the very start and end.
+    "DE89370400440532013000",
+    "Pay into DE89 3704 0044 0532 0130 00 today.",
+    "I want my deposit in DE89370400440532013000 2 days from today.",
+    "iban de89 3704 0044 0532 0130 00 in lower case",
+    "GB82 WEST 1234 5698 7654 32 TEST and GB82WEST12345698765432",
+    "bad check DE89 3704 0044 0532 0130 01, then FR1420041010050500013M02606.",
+    "XX12 not an iban, AB12CD34 neither, ZZ99 9999 9999 9999 9999",
+    "NL91ABNA0417164300-NL91-ABNA-0417-1643-00",
+    # Emails: sub-domains, no public suffix, URL characters in the local part, unicode.
+    "write to maria.gonzalez@example.com or to x@localhost and a@b",
+    "ops@eu-west.mail.example.co.uk, weird/part@example.org, q?x@example.net",
+    "user:pw@example.com and #tag@example.com and josé@correo.es and a@1.2.3.4",
+    "two@example.com@example.org and trailing.dot@example.com.",
+    # Everything else the runners window: IP addresses v4 and v6, and no anchors at all.
+    "hosts 192.168.10.24, 10.0.0.1:8080, ::1, fe80::1ff:fe23:4567:890a and 2001:db8::",
+    "nothing to find here at all",
+    "",
+]
+
+
+def _generated() -> list[str]:
+    return [example.text for example in generate(300, seed=11)]
+
+
+def _lean_pattern_recognizers() -> list[PatternRecognizer]:
+    """Every catalogue recognizer guard runs with a ``PatternRunner``."""
+    out = []
+    for cls in dict.fromkeys(catalogue().values()):
+        if cls is not PhoneRecognizer:  # guard's own, not a pattern recognizer
+            recognizer = cls()
+            assert isinstance(recognizer, PatternRecognizer)
+            out.append(recognizer)
+    return out
+
+
+def _presidio(recognizer: PatternRecognizer, text: str) -> list[tuple[str, int, int, float]]:
+    found = recognizer.analyze(text, recognizer.supported_entities, None)
+    return sorted((r.entity_type, r.start, r.end, r.score) for r in found if r.score > 0)
+
+
+def _guard(recognizer: PatternRecognizer, text: str) -> list[tuple[str, int, int, float]]:
+    run = runner_for(recognizer, recognizer.supported_entities)
+    return sorted((h.entity_type, h.start, h.end, h.score) for h in run(text))
+
+
+@pytest.mark.parametrize("recognizer", _lean_pattern_recognizers(), ids=lambda r: type(r).__name__)
+def test_lean_runners_find_what_presidio_finds(recognizer):
+    texts = EDGE_CASES + _generated()
+    mismatches = [t for t in texts if _guard(recognizer, t) != _presidio(recognizer, t)]
+    assert mismatches == []
+
+
+def test_the_iban_runner_finds_real_ibans_and_shortens_like_presidio():
+    recognizer = IbanRecognizer()
+    text = "I want my deposit in DE89370400440532013000 2 days from today."
+    hits = _guard(recognizer, text)
+    assert [text[start:end] for _, start, end, _ in hits] == ["DE89370400440532013000"]
+    assert hits == _presidio(recognizer, text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "maria@example.com",
+        "x@localhost",
+        "a@b",
+        "weird/part@example.org",
+        "user:pw@example.com",
+        "a@1.2.3.4",
+        "ops@mail.example.co.uk",
+        "x@example.invalid",
+    ],
+)
+def test_the_email_check_per_domain_answers_as_presidios(value):
+    assert EmailRecognizer().validate_result(value) == PresidioEmail().validate_result(value)
