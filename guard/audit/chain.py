@@ -1,14 +1,17 @@
 """Hash chains over audit events: sealing as they are recorded, and verifying later.
 
 Each recording process keeps one chain. An event's hash covers its canonical
-encoding (msgspec JSON, keys sorted, ``seq`` and ``hash`` left out) including the
-previous event's hash, so changing, deleting or inserting an event breaks a link
-that ``verify`` names. With a key (``audit.chain_key_env``) the hash is an
-HMAC-SHA256, and nobody without the key can forge a consistent chain.
+encoding (msgspec JSON, keys sorted, ``seq`` and ``hash`` blanked, an empty
+``detector_versions`` left out) including the previous event's hash, so changing,
+deleting or inserting an event breaks a link that ``verify`` names. With a key
+(``audit.chain_key_env``) the hash is an HMAC-SHA256, and nobody without the key
+can forge a consistent chain.
 
 The canonical encoding, for checking an export with other tools: take the event's
-JSON object as exported, set ``seq`` to 0 and ``hash`` to "", and encode it with
-keys sorted and no whitespace; times are RFC 3339 in UTC with a ``Z``.
+JSON object as exported, set ``seq`` to 0 and ``hash`` to "", remove
+``detector_versions`` if it is empty (``{}``), and encode it with keys sorted and no
+whitespace; times are RFC 3339 in UTC with a ``Z``. An empty ``detector_versions``
+is left out because events sealed before the field existed were hashed without it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ def genesis(chain_id: str) -> str:
 
 def canonical(event: AuditEvent) -> bytes:
     bare = msgspec.structs.replace(event, seq=0, hash="")
-    return msgspec.json.encode(bare, order="sorted")
+    if bare.detector_versions:
+        return msgspec.json.encode(bare, order="sorted")
+    # Encoded as it was before the field existed, so older events keep verifying.
+    data = msgspec.to_builtins(bare)
+    del data["detector_versions"]
+    return msgspec.json.encode(data, order="sorted")
 
 
 def digest(event: AuditEvent, key: bytes | None) -> str:

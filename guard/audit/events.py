@@ -46,8 +46,10 @@ class RuleHit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The record of one exchange (or one admin action, ``kind="admin"``).
 
-    ``chain_id``, ``seq``, ``prev_hash`` and ``hash`` are empty until the recorder
-    seals the event into its chain (guard.audit.chain).
+    ``detector_versions`` names what produced the findings (detector name -> model,
+    revision, licence, device) for the detectors that scanned the exchange and say
+    their version. ``chain_id``, ``seq``, ``prev_hash`` and ``hash`` are empty until
+    the recorder seals the event into its chain (guard.audit.chain).
     """
 
     id: str
@@ -67,6 +69,9 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     licence_attribution_required: bool | None = None
     model_revision: str | None = None
     policy_version: str | None = None
+    # Empty: left out of the chain's canonical encoding, so events sealed before this
+    # field existed keep their hashes (guard.audit.chain).
+    detector_versions: dict[str, str] = msgspec.field(default_factory=dict)
     decision: str | None = None
     status: int
     error_code: str | None = None
@@ -156,6 +161,9 @@ class ExchangeRecord(msgspec.Struct, array_like=True):
     # (value, placeholder) of the exchange's pseudonyms: values restored in the answer
     # become placeholders again in what the audit trail keeps. Never stored.
     pseudonyms: list[tuple[str, str]] = []
+    # detector name -> version, for the detectors that scanned the exchange: taken from
+    # its bundle on the request path, since the writer never sees the bundle.
+    detector_versions: dict[str, str] = {}
 
 
 def record_of(ex: Exchange) -> ExchangeRecord:
@@ -199,7 +207,19 @@ def record_of(ex: Exchange) -> ExchangeRecord:
         bool(ex.sampled),
         ex.steps,
         pseudonyms=list(ex.pseudonyms.pairs()) if len(ex.pseudonyms) else [],
+        detector_versions=_versions(ex),
     )  # fmt: skip
+
+
+def _versions(ex: Exchange) -> dict[str, str]:
+    """The versions of the detectors that ran in either direction, taken now from the
+    bundle the exchange ran with: a reload may replace it before the writer builds the
+    event, and the writer gets plain values only."""
+    ran = ex.scans[Direction.INPUT].detectors + ex.scans[Direction.OUTPUT].detectors
+    if not ran or ex.guardrails is None:  # nothing scanned, or refused before routing
+        return {}
+    versions = ex.guardrails.detector_versions()
+    return {name: versions[name] for name in ran if name in versions}
 
 
 def _scanned(ex: Exchange, direction: Direction) -> Scanned:
@@ -239,6 +259,9 @@ def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
         licence_attribution_required=card[5] if card else None,
         model_revision=card[6] if card else None,
         policy_version=rec.policy_version,
+        detector_versions={
+            clean(name, 64): clean(version, 256) for name, version in rec.detector_versions.items()
+        },
         decision=Action(rec.decision).name.lower() if rec.decided else None,
         status=rec.status,
         error_code=rec.error_code,

@@ -294,9 +294,10 @@ def _short(name: str, value: Any) -> str:
 
 
 def describe(event: AuditEvent) -> str:
-    """One event for a person to read: fields, then findings, rules and timings."""
+    """One event for a person to read: fields, then timings, findings, the versions of
+    the detectors behind them, and rules."""
     data = msgspec.to_builtins(event)
-    skip = {"findings", "rules", "request_texts", "response_texts", "detail"}
+    skip = {"findings", "rules", "request_texts", "response_texts", "detail", "detector_versions"}
     skip |= {name for name in data if name.endswith("_ms")}
     lines = [f"{name}: {_cell(value) or '-'}" for name, value in data.items() if name not in skip]
     lines.append("timings (ms):")
@@ -308,6 +309,9 @@ def describe(event: AuditEvent) -> str:
         f"  {f.direction} {f.detector} {f.label}: {f.count} (max score {f.max_score})"
         for f in event.findings
     )
+    versions = event.detector_versions
+    lines.append("detector versions:" if versions else "detector versions: none recorded")
+    lines.extend(f"  {name}: {version}" for name, version in sorted(versions.items()))
     lines.append("rules:" if event.rules else "rules: none")
     lines.extend(
         f"  {r.direction} {r.rule_id}: {r.action}" + (" (monitor)" if r.mode == "monitor" else "")

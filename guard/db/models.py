@@ -77,6 +77,10 @@ class AuditEventRow(Base):
     total_ms: Mapped[float] = mapped_column(sa.Float)
     trace_id: Mapped[str] = mapped_column(sa.String(32))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONValue)
+    # detector name -> model, revision, licence, device; '{}' for rows written before it
+    detector_versions: Mapped[dict[str, str]] = mapped_column(
+        JSONValue, server_default=sa.text("'{}'")
+    )
 
     __table_args__ = (
         sa.UniqueConstraint("chain_id", "seq"),

@@ -223,7 +223,9 @@ class AuditRepository:
 
 _FINDING_COLUMNS = ("event_id", "direction", "detector", "label", "count", "max_score")
 _RULE_COLUMNS = ("event_id", "direction", "rule_id", "action", "mode")
-_JSON_COLUMNS = frozenset({"findings", "rules", "request_texts", "response_texts", "detail"})
+_JSON_COLUMNS = frozenset(
+    {"findings", "rules", "request_texts", "response_texts", "detail", "detector_versions"}
+)
 _SPAN_COLUMNS = tuple(c.name for c in models.spans.columns)
 
 

@@ -74,3 +74,12 @@ class Describes(Protocol):
     """A detector that reports what it has loaded and can find (/readyz)."""
 
     def describe(self) -> dict[str, object]: ...
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """A detector that can say what produced its findings (model name, revision, licence
+    and device) for the audit trail, so that an old decision can be traced to the model
+    that made it. Called for every exchange it scans: return a string made at load."""
+
+    def version(self) -> str: ...

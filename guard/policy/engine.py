@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from guard.detectors.base import Describes, Detector, Direction, Incremental, ScanContext
+from guard.detectors.base import Describes, Detector, Direction, Incremental, ScanContext, Versioned
 from guard.detectors.runner import DetectorRunner, ScanResult
 from guard.policy.actions import Redactor
 from guard.policy.conditions import Check, ExpressionError, Facts
@@ -56,6 +56,11 @@ class Guardrails(Protocol):
 
     def detector_info(self) -> dict[str, dict[str, object]]:
         """What each detector has loaded and can find, where it says."""
+        ...
+
+    def detector_versions(self) -> dict[str, str]:
+        """Detector name -> what produces its findings (model, revision, licence, device),
+        for the detectors that say (``Versioned``); read for every audited exchange."""
         ...
 
     def holds(self, ctx: ScanContext) -> bool:
@@ -107,6 +112,7 @@ class FixedGuardrails:
     def __init__(self, detectors: Sequence[Detector], engine: PolicyEngine, timeout: float) -> None:
         self._runner = DetectorRunner(detectors, timeout)
         self._engine = engine
+        self._versioned = _versioned(detectors)
 
     @property
     def version(self) -> str:
@@ -120,6 +126,9 @@ class FixedGuardrails:
 
     def detector_info(self) -> dict[str, dict[str, object]]:
         return _info(self._runner.detectors())
+
+    def detector_versions(self) -> dict[str, str]:
+        return _versions(self._versioned)
 
     def holds(self, ctx: ScanContext) -> bool:
         return self.active(ctx)  # an engine in code may do anything
@@ -280,6 +289,16 @@ def _info(detectors: Sequence[Detector]) -> dict[str, dict[str, object]]:
     return {d.name: d.describe() if isinstance(d, Describes) else {} for d in detectors}
 
 
+def _versioned(detectors: Sequence[Detector]) -> tuple[tuple[str, Versioned], ...]:
+    """The detectors that say their version, by the name their scans carry, picked once:
+    a protocol check costs microseconds, and versions are read on the request path."""
+    return tuple((d.name, d) for d in detectors if isinstance(d, Versioned))
+
+
+def _versions(versioned: Sequence[tuple[str, Versioned]]) -> dict[str, str]:
+    return {name: d.version() for name, d in versioned}
+
+
 def _timed(scan: ScanResult, started: float) -> ScanResult:
     """The scan with the policy's own evaluation time added to its timings."""
     timing = ("policy", started, time.perf_counter())
@@ -318,6 +337,7 @@ class Bundle:
         self.version = version
         self.policies = tuple(policies)
         self.detectors = dict(detectors)
+        self._versioned = _versioned(list(self.detectors.values()))
         self._redactor = redactor
         self._timeout = timeout
         self._plans: dict[tuple[object, ...], Plan] = {}
@@ -346,6 +366,9 @@ class Bundle:
 
     def detector_info(self) -> dict[str, dict[str, object]]:
         return _info([self.detectors[name] for name in sorted(self.detectors)])
+
+    def detector_versions(self) -> dict[str, str]:
+        return _versions(self._versioned)
 
     def holds(self, ctx: ScanContext) -> bool:
         return self.plan(ctx).holds

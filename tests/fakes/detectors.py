@@ -2,6 +2,7 @@
 
 ``MarkerDetector`` reports the word ``forbidden`` as BANNED and every ``secret-XXXX``
 token as SECRET with its span; ``MarkerPolicy`` blocks BANNED and redacts SECRET.
+``StampDetector`` finds nothing and says its version, as a classifier does.
 """
 
 from __future__ import annotations
@@ -48,6 +49,26 @@ class MarkerDetector:
     def texts(self, direction: Direction) -> list[str]:
         with self._lock:
             return [text for call in self.seen[direction] for text in call]
+
+
+class StampDetector:
+    """A ``Versioned`` detector: what the audit trail records for it is ``release``,
+    read again for each exchange (a test may change it, as a device fallback would)."""
+
+    name = "stamp"
+    RELEASE = "stamp-model@rev1 (apache-2.0; cpu)"
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.directions = frozenset(
+            Direction(d) for d in options.get("directions", list(Direction))
+        )
+        self.release = self.RELEASE
+
+    async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
+        return []
+
+    def version(self) -> str:
+        return self.release
 
 
 class BrokenDetector:
@@ -97,4 +118,5 @@ def marker_registry() -> tuple[DetectorRegistry, dict[str, Any]]:
 
     registry.register("marker", build(MarkerDetector))
     registry.register("broken", build(BrokenDetector))
+    registry.register("stamp", build(StampDetector))
     return registry, made

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from guard.db import models
 from guard.policy.loader import BUNDLED, read_source
 from tests.conftest import make_settings
-from tests.fakes.detectors import MarkerPolicy, marker_registry
+from tests.fakes.audit import stored
+from tests.fakes.detectors import MarkerPolicy, StampDetector, marker_registry
+from tests.fakes.policies import write_bundle
 
 
 def recorded(server, count=None):
@@ -111,6 +113,55 @@ def test_blocked_redacted_and_scanned_exchanges_keep_types_and_counts_never_valu
     assert redacted.request_texts == ["my key is <SECRET> and <SECRET>"]
     stored = msgspec.json.encode([blocked, redacted])
     assert b"secret-abcd" not in stored
+
+
+def test_events_record_the_versions_of_the_detectors_that_scanned_them(guard_at, upstream):
+    registry, made = marker_registry()
+    settings = make_settings(upstream.base_url, detectors={"marker": {}, "stamp": {}})
+    server = guard_at(settings, registry=registry, policy=MarkerPolicy())
+    upstream.behaviour.reply_text = "fine"
+    assert chat(server.url, "hello").status_code == 200
+    fallback = "stamp-model@rev1 (apache-2.0; cpu, after cuda:0 failed)"
+    made["stamp"].release = fallback  # read for each exchange, not once at start
+    assert chat(server.url, "a forbidden thing").status_code == 403
+    assert chat(server.url, "hello", model="nope").status_code == 404
+    allowed, blocked, unrouted = recorded(server, 3)
+    # marker has no version(): it scanned, and is not recorded.
+    assert allowed.detector_versions == {"stamp": StampDetector.RELEASE}
+    assert blocked.detector_versions == {"stamp": fallback}
+    assert unrouted.detector_versions == {}  # nothing scanned it
+    _, reports = stored(settings.audit.database_url)
+    assert [r.problem for r in reports] == [None]
+
+
+STAMPED_OUTPUT = """
+    name: stamped-output
+    scope: {direction: output}
+    detectors: {stamp: {}, marker: {}}
+    rules:
+      - id: stamp.seen
+        when: {stamp.any: "*"}
+        action: flag
+      - id: marker.seen
+        when: {marker.any: "*"}
+        action: flag
+"""
+
+
+def test_a_policy_bundle_records_the_versions_of_its_output_detectors_on_streams(
+    tmp_path, guard_at, upstream
+):
+    registry, _ = marker_registry()
+    root = write_bundle(tmp_path / "policies", {"stamped.yaml": STAMPED_OUTPUT})
+    settings = make_settings(upstream.base_url, policy={"dir": str(root)})
+    server = guard_at(settings, registry=registry)
+    upstream.behaviour.reply_text = "one two three."
+    assert chat(server.url, "go", stream=True).status_code == 200
+    [event] = recorded(server, 1)
+    assert (event.input_scan, event.output_scan) == ("unscanned", "scanned")
+    assert event.detector_versions == {"stamp": StampDetector.RELEASE}
+    _, reports = stored(settings.audit.database_url)
+    assert all(r.problem is None for r in reports)
 
 
 def test_full_and_no_text_settings(guard_at, upstream):

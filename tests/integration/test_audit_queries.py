@@ -49,6 +49,7 @@ EVENTS = [
         rules=(RuleHit("output", "tox.flag", "flag"),),
         output_scan="degraded",
         client_address="10.0.0.9",
+        detector_versions={"toxicity": "unitary/toxic-bert@4d6c22e (apache-2.0; cuda:0)"},
     ),
     sample_event(3, decision="allow", findings=(), rules=(), status=200, tenant_id="team-a"),
 ]
@@ -158,6 +159,9 @@ def test_command_line_list_show_stats(seeded):
     assert "decision: block" in shown.stdout
     assert "input pii US_SSN: 1 (max score 0.85)" in shown.stdout
     assert "upstream_ttfb: 120.5" in shown.stdout
+    assert "detector versions: none recorded" in shown.stdout
+    versioned = guard_cli(url, "show", sealed[2].id).stdout
+    assert "  toxicity: unitary/toxic-bert@4d6c22e (apache-2.0; cuda:0)" in versioned
     missing = guard_cli(url, "show", str(uuid.uuid4()))
     assert missing.returncode == 1
     bad = guard_cli(url, "list", "--min-score", "2")
@@ -174,6 +178,7 @@ def test_export_verifies_and_purge_records_itself(seeded, tmp_path):
     assert guard_cli(url, "export", "-o", str(path)).returncode == 0
     exported = [json.loads(line) for line in path.read_text().splitlines()]
     assert [e["hash"] for e in exported] == [e.hash for e in sealed]
+    assert exported[2]["detector_versions"] == EVENTS[2].detector_versions
     assert guard_cli(url, "verify", "--file", str(path)).returncode == 0
     exported[2]["decision"] = "allow"
     path.write_text("".join(json.dumps(e) + "\n" for e in exported))
@@ -182,6 +187,7 @@ def test_export_verifies_and_purge_records_itself(seeded, tmp_path):
     assert f"changed: event {sealed[2].id}" in tampered.stdout
     csv_out = guard_cli(url, "export", "--format", "csv").stdout
     assert csv_out.splitlines()[0].startswith("id,chain_id,seq,prev_hash,hash")
+    assert "detector_versions" in csv_out.splitlines()[0].split(",")
     purged = guard_cli(url, "purge", "--before", "2026-03-01T12:02:00", "--yes")
     assert purged.stdout.strip() == "deleted 2 events"
     verified = guard_cli(url, "verify")

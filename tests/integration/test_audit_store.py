@@ -1,6 +1,7 @@
 """The audit store on SQLite and PostgreSQL: migrations, exact round trips, and hash
 chains that name the event that was changed, deleted or inserted."""
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 
@@ -11,7 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from guard.audit.chain import Sealer, digest, verify_events, verify_trail
+from guard.audit.chain import Sealer, canonical, digest, verify_events, verify_trail
+from guard.audit.events import AuditEvent
 from guard.db import models
 from guard.db.base import make_engine
 from guard.db.migrate import MIGRATIONS, current_revision, downgrade, head_revision, upgrade
@@ -20,6 +22,10 @@ from tests.fakes.audit import T0, sample_event
 from tests.fakes.postgres import scratch_database
 
 KEY = b"chain-secret"
+VERSIONS = {
+    "toxicity": "unitary/toxic-bert@4d6c22e (apache-2.0; cuda:0, float16)",
+    "pii": "spacy:en_core_web_lg@3.8.0 (mit; cpu)",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -182,3 +188,67 @@ def test_verify_since_starts_at_the_first_event_of_the_period(engine):
     _update(engine, sa.update(E).where(E.c.seq == 5).values(status=201))
     [report] = verify_trail(repo, None, since=sealed[2].ended_at)
     assert (report.problem.kind, report.problem.event_id) == ("changed", sealed[4].id)
+
+
+def _encoded_without_versions(event: AuditEvent) -> bytes:
+    """The canonical encoding as it was before ``detector_versions`` existed."""
+    data = msgspec.to_builtins(msgspec.structs.replace(event, seq=0, hash=""))
+    del data["detector_versions"]
+    return msgspec.json.encode(data, order="sorted")
+
+
+def test_an_event_without_detector_versions_hashes_as_before_the_field_existed():
+    sealed = Sealer(str(uuid.uuid4()), None).seal(sample_event(0))
+    before = _encoded_without_versions(sealed)
+    assert canonical(sealed) == before
+    assert sealed.hash == hashlib.sha256(before).hexdigest()
+    # Such an event, encoded then and read back now, gets an empty dict and its hash.
+    reread = msgspec.json.decode(before, type=AuditEvent)
+    assert reread.detector_versions == {}
+    assert digest(reread, None) == sealed.hash
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["sha256", "hmac"])
+def test_detector_versions_are_covered_by_the_hash(key):
+    sealed = Sealer(str(uuid.uuid4()), key).seal(sample_event(0, detector_versions=VERSIONS))
+    assert b'"detector_versions":{"pii":' in canonical(sealed)
+    assert digest(sealed, key) == sealed.hash
+    on_cpu = {**VERSIONS, "toxicity": "unitary/toxic-bert@4d6c22e (apache-2.0; cpu, float32)"}
+    for versions in (on_cpu, {"pii": VERSIONS["pii"]}, {}):
+        changed = msgspec.structs.replace(sealed, detector_versions=versions)
+        assert digest(changed, key) != sealed.hash
+
+
+def test_detector_versions_come_back_exactly_as_hashed(engine):
+    events = [sample_event(0), sample_event(1, detector_versions=VERSIONS)]
+    repo, chain, sealed = _store(engine, events)
+    back = list(repo.chain_events(chain.id, 0))
+    assert back == sealed
+    assert [e.detector_versions for e in back] == [{}, VERSIONS]
+    assert _problem(repo) is None
+    on_cpu = {**VERSIONS, "toxicity": "unitary/toxic-bert@4d6c22e (apache-2.0; cpu, float32)"}
+    _update(engine, sa.update(E).where(E.c.seq == 2).values(detector_versions=on_cpu))
+    problem = _problem(repo)
+    assert (problem.kind, problem.event_id) == ("changed", sealed[1].id)
+
+
+def test_events_stored_before_the_detector_versions_column_still_verify(engine):
+    upgrade(engine, "2026112803")  # the schema before the column
+    chain = ChainInfo(str(uuid.uuid4()), "test:old", T0, keyed=False)
+    sealer = Sealer(chain.id, None)
+    sealed = [sealer.seal(sample_event(i)) for i in range(3)]
+    assert [e.hash for e in sealed] == [
+        hashlib.sha256(_encoded_without_versions(e)).hexdigest() for e in sealed
+    ]
+    for event in sealed:
+        row = msgspec.to_builtins(event, builtin_types=(type(T0),))
+        del row["detector_versions"]
+        row["id"], row["chain_id"] = uuid.UUID(event.id), uuid.UUID(event.chain_id)
+        _update(engine, sa.insert(E).values(**row))
+    head = {"head_seq": 3, "head_hash": sealed[-1].hash, "anchor_seq": 0}
+    values = {"id": uuid.UUID(chain.id), "instance": chain.instance, "keyed": False}
+    _update(engine, sa.insert(models.chains).values(**values, started_at=T0, **head))
+    upgrade(engine)
+    repo = AuditRepository(engine)
+    assert list(repo.chain_events(chain.id, 0)) == sealed
+    assert _problem(repo) is None

@@ -10,8 +10,9 @@ import pytest
 from guard.detectors.base import Direction
 from guard.policy.actions import apply_redactions, mask
 from guard.policy.decision import Action, RuleMatch
+from guard.policy.engine import AllowAll, FixedGuardrails
 from guard.tenancy import Tenant
-from tests.fakes.detectors import marker_registry
+from tests.fakes.detectors import StampDetector, marker_registry
 from tests.fakes.policies import card, context, load_bundle, write_bundle
 
 FLAG_SECRETS = """
@@ -225,3 +226,25 @@ def test_a_reload_reuses_the_detectors_of_the_bundle_in_force(tmp_path: Path) ->
         loader2.load(read_source(root)).bundle.detectors["marker"]
         is not first.bundle.detectors["marker"]
     )
+
+
+STAMP_ANY = """
+    name: stamp-any
+    detectors: {stamp: {}}
+    rules:
+      - id: stamp.any
+        when: {stamp.any: "*"}
+        action: flag
+"""
+
+
+def test_detector_versions_name_only_the_detectors_that_say_theirs(tmp_path: Path) -> None:
+    rails, made = bundle(tmp_path, FLAG_SECRETS, STAMP_ANY)
+    assert rails.detector_names() == ["marker", "stamp"]
+    assert rails.detector_versions() == {"stamp": StampDetector.RELEASE}
+    made["stamp"].release = "stamp-model@rev2 (apache-2.0; cpu)"  # asked each time
+    assert rails.detector_versions() == {"stamp": "stamp-model@rev2 (apache-2.0; cpu)"}
+    fixed = FixedGuardrails([made["marker"], made["stamp"]], AllowAll(), 1.0)
+    assert fixed.detector_versions() == {"stamp": "stamp-model@rev2 (apache-2.0; cpu)"}
+    alone, _ = bundle(tmp_path / "alone", FLAG_SECRETS)
+    assert alone.detector_versions() == {}
