@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from guard.detectors.base import Detector
 from guard.errors import ConfigError
@@ -25,6 +25,14 @@ class NoPolicyConfig(BaseModel):
     """For detectors a policy only names: no settings of its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def options_reason(exc: ValidationError) -> str:
+    """A detector's settings error, every problem named by its key, never its value."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+        for e in exc.errors(include_url=False, include_input=False)
+    )
 
 
 def _open_labels(_: Sequence[BaseModel]) -> frozenset[str] | None:
@@ -50,11 +58,12 @@ class DetectorRegistry:
     @classmethod
     def builtin(cls) -> DetectorRegistry:
         """The detectors guard ships; each detector module adds its entry here."""
-        from guard.detectors import patterns, pii  # noqa: PLC0415  # detectors import their libraries
+        from guard.detectors import patterns, pii, toxicity  # noqa: PLC0415  # their libraries
 
         registry = cls()
         registry.register("patterns", patterns.ENTRY)
         registry.register("pii", pii.ENTRY)
+        registry.register("toxicity", toxicity.ENTRY)
         return registry
 
     def register(self, name: str, entry: DetectorEntry) -> None:

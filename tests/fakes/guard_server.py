@@ -50,9 +50,12 @@ class GuardServer:
 
     def __enter__(self) -> GuardServer:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        # The first start in a process imports Presidio and the built-in classifier:
+        # seconds, more on a busy host.
+        deadline = time.monotonic() + 60
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
+                self.__exit__()  # a server still starting must not outlive the test
                 raise RuntimeError("guard did not start")
             time.sleep(0.01)
         return self

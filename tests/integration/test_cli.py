@@ -67,7 +67,8 @@ def test_serve_starts_on_embedded_defaults_and_stops_cleanly(upstream, tmp_path)
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
+        # Presidio and the built-in classifier load at start: seconds, more on a busy host.
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if httpx.get(f"{url}/healthz").status_code == 200:

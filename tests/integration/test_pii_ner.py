@@ -119,7 +119,7 @@ def bert_ner(tmp_path_factory):
     words = ["maria", "gonzalez", "lives", "in", "lisbon", "and", "works", "at", "acme"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, ".", ","]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tokenizer = transformers.BertTokenizerFast(vocab=str(path / "vocab.txt"))
     tokenizer.save_pretrained(path)
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
     config = transformers.BertConfig(

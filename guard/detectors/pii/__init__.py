@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from guard.detectors.pii.config import PiiConfig, PiiOptions, RecognizerSpec
-from guard.detectors.registry import DetectorEntry
+from guard.detectors.registry import DetectorEntry, options_reason
 from guard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def build(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> PiiDetect
     try:
         opts = PiiOptions.model_validate(dict(options))
     except ValidationError as exc:
-        raise ConfigError(f"pii: {_reason(exc)}") from None
+        raise ConfigError(f"pii: {options_reason(exc)}") from None
     own = _own(configs)
     thresholds = _thresholds(own)
     specs = _recognizers(own)
@@ -105,13 +105,6 @@ def _own(configs: Sequence[BaseModel]) -> list[PiiConfig]:
         if not isinstance(config, PiiConfig):
             raise TypeError(f"pii: expected PiiConfig, got {type(config).__name__}")
     return [c for c in configs if isinstance(c, PiiConfig)]
-
-
-def _reason(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
-        for e in exc.errors(include_url=False, include_input=False)
-    )
 
 
 ENTRY = DetectorEntry(factory=build, config=PiiConfig, labels=labels)
