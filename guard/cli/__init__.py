@@ -1,5 +1,5 @@
 """guard's command line: serve, config check, models, licences, db; `guard audit`,
-`guard policy` and `guard scan` live in their own modules."""
+`guard policy`, `guard scan` and `guard models pull` live in their own modules."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from guard.cli import common
 from guard.cli.audit import audit
 from guard.cli.common import config_option, load_or_exit, sa_errors, unreachable
 from guard.cli.policy import check_bundle, policy
+from guard.cli.pull import pull
 from guard.cli.scan import scan
 from guard.registry.cards import ModelCard
 from guard.registry.licences import CatalogueLicence, catalogue
@@ -102,14 +103,20 @@ _LICENCE_COLUMNS = (
 )
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
 @_json_option
-def models(config: Path | None, as_json: bool) -> None:
-    """List the configured models with their upstream and licence terms.
+@click.pass_context
+def models(ctx: click.Context, config: Path | None, as_json: bool) -> None:
+    """List the configured models with their upstream and licence terms; `guard models
+    pull` downloads a toxicity classifier for `detectors.toxicity`.
 
     One tab-separated line per model under a header (`column -t -s $'\\t'` aligns it);
     RESTRICTIONS counts the licence's use restrictions, which --json lists."""
+    if ctx.invoked_subcommand is not None:
+        if config is not None or as_json:
+            ctx.fail(f"--config and --json are for the list, not `{ctx.invoked_subcommand}`")
+        return
     cards = [ModelCard.from_settings(model) for model in load_or_exit(config).models]
     if as_json:
         _echo_json([_model_json(card) for card in cards])
@@ -249,6 +256,7 @@ def db_revision(config: Path | None, message: str) -> None:
         command.revision(alembic_config(engine), message=message, autogenerate=True)
 
 
+models.add_command(pull)
 main.add_command(audit)
 main.add_command(policy)
 main.add_command(scan)

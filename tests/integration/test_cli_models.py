@@ -197,3 +197,19 @@ def test_licences_json_prints_every_term_of_every_entry():
         "notes",
     }
     assert any("Hosting Use" in text for text in falcon["use_restrictions"])
+
+
+def test_models_is_also_the_group_of_pull(config):
+    result = CliRunner().invoke(main, ["models", "--help"])
+    assert result.exit_code == 0
+    assert "pull" in result.stdout.split("Commands:")[1]
+    # the list's options belong to the list
+    result = CliRunner().invoke(
+        main, ["models", "--json", "pull", "detoxify-original", "--to", "x"]
+    )
+    assert result.exit_code == 2
+    assert "--config and --json are for the list, not `pull`" in result.stderr
+    # and a name that is no subcommand is refused as before (no stray argument is ignored)
+    result = CliRunner().invoke(main, ["models", "--config", str(config), "extra"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
