@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
 ARGS ?=
 
-.PHONY: setup setup-dev serve test lint eval-pii bench bench-audit bench-telemetry bench-policy bench-pii clean
+.PHONY: setup setup-dev serve test lint eval-pii bench bench-audit bench-telemetry bench-policy bench-pii bench-toxicity clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-policy: setup-dev
 
 bench-pii: setup-dev
 	$(BIN)/python -m bench.pii $(ARGS)
+
+bench-toxicity: setup-dev
+	$(BIN)/python -m bench.toxicity $(ARGS)
 
 eval-pii: setup-dev
 	$(BIN)/python -m tests.evals.pii $(ARGS)
