@@ -2,6 +2,8 @@
 what it finds must be what Presidio's own ``analyze`` finds, span for span and score for
 score, on realistic texts and on the cases each shortcut could get wrong."""
 
+import functools
+
 import pytest
 from presidio_analyzer import PatternRecognizer
 from presidio_analyzer.predefined_recognizers import EmailRecognizer as PresidioEmail
@@ -34,8 +36,9 @@ EDGE_CASES = [
 ]
 
 
-def _generated() -> list[str]:
-    return [example.text for example in generate(300, seed=11)]
+@functools.cache
+def _generated() -> tuple[str, ...]:
+    return tuple(example.text for example in generate(300, seed=11))
 
 
 def _lean_pattern_recognizers() -> list[PatternRecognizer]:
@@ -61,7 +64,7 @@ def _guard(recognizer: PatternRecognizer, text: str) -> list[tuple[str, int, int
 
 @pytest.mark.parametrize("recognizer", _lean_pattern_recognizers(), ids=lambda r: type(r).__name__)
 def test_lean_runners_find_what_presidio_finds(recognizer):
-    texts = EDGE_CASES + _generated()
+    texts = [*EDGE_CASES, *_generated()]
     mismatches = [t for t in texts if _guard(recognizer, t) != _presidio(recognizer, t)]
     assert mismatches == []
 
