@@ -24,3 +24,8 @@ def version(pkg: str) -> str:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
         return "-"
+
+
+def verdict(ok: bool, text: str) -> str:
+    """A summary line held to a floor."""
+    return f"  [{'PASS' if ok else 'FAIL'}] {text}"

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from bench.common import log as _log
 from bench.common import on_sigterm as _on_sigterm
+from bench.common import verdict
 from bench.common import version as _v
 from bench.pii import arms, texts
 from bench.pii import detector as det
@@ -580,10 +581,6 @@ def profile_section(
     return lines
 
 
-def _line(ok: bool, text: str) -> str:
-    return f"  [{'PASS' if ok else 'FAIL'}] {text}"
-
-
 def summary(results: Results, args: argparse.Namespace) -> list[str]:
     out = ["## Summary", "", "```"]
     floors = {texts.SMALL_CHARS: FLOOR_SMALL_MS, texts.LARGE_CHARS: FLOOR_LARGE_MS}
@@ -597,7 +594,7 @@ def summary(results: Results, args: argparse.Namespace) -> list[str]:
             continue
         floor = floors[t.chars]
         out.append(
-            _line(
+            verdict(
                 med < floor,
                 f"pii detector, {t.name} prompt, a new text every call: median {med:.2f} ms "
                 f"< {floor:g} ms (p99 {p99:.2f} ms)",
@@ -619,7 +616,7 @@ def summary(results: Results, args: argparse.Namespace) -> list[str]:
         for s in by_c.values()
     )
     if errors:
-        out.append(_line(False, f"wrk saw {errors} error(s)"))
+        out.append(verdict(False, f"wrk saw {errors} error(s)"))
     out.append("```")
     return out
 
@@ -639,7 +636,7 @@ def _proxy_summary(targets: list[arms.Target]) -> list[str]:
             + (f" >= {FLOOR_RPS_RATIO:.2f}" if floored else "")
             + f": {ratio:.2f} ({a.rps:,.0f} vs {b.rps:,.0f})"
         )
-        out.append(_line(ratio >= FLOOR_RPS_RATIO, text) if floored else f"  [info] {text}")
+        out.append(verdict(ratio >= FLOOR_RPS_RATIO, text) if floored else f"  [info] {text}")
     return out
 
 

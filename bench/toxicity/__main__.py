@@ -61,7 +61,9 @@ from pathlib import Path
 
 from bench.common import log as _log
 from bench.common import on_sigterm as _on_sigterm
+from bench.common import verdict
 from bench.common import version as _v
+from bench.proxy_overhead.__main__ import percentile
 from bench.toxicity import forward as fw
 from bench.toxicity import load, models
 from bench.toxicity import texts as tx
@@ -273,7 +275,7 @@ async def run_load(runs: list[Run], pool: list[tx.Text], args: argparse.Namespac
                         duration_s=args.duration,
                     )
                     run.cells.setdefault((arm, c), []).append(cell)
-                    p50 = load.percentile(cell.latency_s, 50) * 1000 if cell.latency_s else 0.0
+                    p50 = percentile(cell.latency_s, 50) * 1000 if cell.latency_s else 0.0
                     _log(
                         f"round {r + 1}/{args.rounds} {run.name} c={c} {arm}: "
                         f"{cell.texts_per_s:,.0f} texts/s, p50 {p50:.2f} ms, mean batch "
@@ -440,16 +442,12 @@ def forward_section(runs: list[Run]) -> list[str]:
             f"| {run.name} | {run.device} ({run.dtype}) | {p.batch} "
             f"| {statistics.median(p.widths):.0f} | {p.padding:.0%} "
             f"| {statistics.median(p.call_s) * 1000:.2f} "
-            f"| {load.percentile(p.call_s, 90) * 1000:.2f} | {len(p.call_s)} "
+            f"| {percentile(p.call_s, 90) * 1000:.2f} | {len(p.call_s)} "
             f"| {p.texts_per_s:,.0f} | {p.texts_per_s / base:.1f} |"
             for p in run.passes
         )
     lines.append("")
     return lines
-
-
-def _line(ok: bool, text: str) -> str:
-    return f"  [{'PASS' if ok else 'FAIL'}] {text}"
 
 
 def summary(runs: list[Run], args: argparse.Namespace) -> list[str]:
@@ -478,7 +476,7 @@ def summary(runs: list[Run], args: argparse.Namespace) -> list[str]:
             figures = f" ({on:,.0f} vs {off:,.0f} texts/s)"
             if floored:
                 out.append(
-                    _line((ratio or 0) >= FLOOR_RATIO, f"{text} >= {FLOOR_RATIO:g}x" + figures)
+                    verdict((ratio or 0) >= FLOOR_RATIO, f"{text} >= {FLOOR_RATIO:g}x" + figures)
                 )
             else:
                 out.append(f"  [info] {text}{figures}")
@@ -518,7 +516,7 @@ def summary(runs: list[Run], args: argparse.Namespace) -> list[str]:
             )
     errors = sum(c.errors for run in runs for cells in run.cells.values() for c in cells)
     if errors:
-        out.append(_line(False, f"{errors} request(s) failed (BatcherBusy or the classifier)"))
+        out.append(verdict(False, f"{errors} request(s) failed (BatcherBusy or the classifier)"))
     out.append("```")
     return out
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.proxy_overhead.__main__ import percentile
 from guard.detectors.base import Direction, ScanContext
 from guard.detectors.toxicity.detector import ToxicityDetector
 from guard.registry.cards import ModelCard
@@ -110,13 +111,6 @@ class Summary:
     cpu_ms_per_text: float
     requests: int
     errors: int
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
-    return ordered[int(rank) - 1]
 
 
 def summarize(cells: Sequence[Cell]) -> Summary:
