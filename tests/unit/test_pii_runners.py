@@ -10,7 +10,7 @@ from presidio_analyzer.predefined_recognizers import EmailRecognizer as Presidio
 from presidio_analyzer.predefined_recognizers import IbanRecognizer
 
 from guard.detectors.pii.recognizers import EmailRecognizer, PhoneRecognizer, catalogue
-from guard.detectors.pii.runners import runner_for
+from guard.detectors.pii.runners import Text, runner_for
 from tests.evals.pii_set import generate
 
 EDGE_CASES = [
@@ -31,6 +31,16 @@ EDGE_CASES = [
     "two@example.com@example.org and trailing.dot@example.com.",
     # Everything else the runners window: IP addresses v4 and v6, and no anchors at all.
     "hosts 192.168.10.24, 10.0.0.1:8080, ::1, fe80::1ff:fe23:4567:890a and 2001:db8::",
+    # Numbers the digit runs window (cards, SSNs, phones): at the very start and end,
+    # after a + or a letter, glued to a word, grouped every way, in other scripts' digits.
+    "4111111111111111",
+    "card 4111 1111 1111 1111, +4916023808002, x4111-1111-1111-1111 and 4111-1111-1111-1111x",
+    "5500 0000 0000 0004.2221000000000009 (3782 822463 10005) 6011/0009/9013/9424",
+    "SSN 536-22-1234, 536 22 1234, 536.22.1234, 536221234 and a536-22-1234 or 53622-1234",
+    "call +1 (415) 555-2671, +(415) 555 2671, (415) 555-2671 or 00 44 20 7946 0958 now",
+    "on 2024-03-05 14:30 ticket 123-45-6789-0 and 12.34.56.78.90, 1/2/3/4/5/6/7/8/9/0/1/2/3",
+    "Kartennummer ４１１１ １１１１ １１１１ １１１１ und SSN ５３６-２２-１２３４ für José",  # noqa: RUF001
+    "536-22-1234",
     "nothing to find here at all",
     "",
 ]
@@ -59,7 +69,7 @@ def _presidio(recognizer: PatternRecognizer, text: str) -> list[tuple[str, int, 
 
 def _guard(recognizer: PatternRecognizer, text: str) -> list[tuple[str, int, int, float]]:
     run = runner_for(recognizer, recognizer.supported_entities)
-    return sorted((h.entity_type, h.start, h.end, h.score) for h in run(text))
+    return sorted((h.entity_type, h.start, h.end, h.score) for h in run(Text(text)))
 
 
 @pytest.mark.parametrize("recognizer", _lean_pattern_recognizers(), ids=lambda r: type(r).__name__)
@@ -92,3 +102,32 @@ def test_the_iban_runner_finds_real_ibans_and_shortens_like_presidio():
 )
 def test_the_email_check_per_domain_answers_as_presidios(value):
     assert EmailRecognizer().validate_result(value) == PresidioEmail().validate_result(value)
+
+
+def test_the_phone_recognizer_finds_in_digit_runs_what_it_finds_in_the_whole_text():
+    recognizer = PhoneRecognizer(["US", "GB", "DE", "FR", "IN"])
+    run = runner_for(recognizer, recognizer.supported_entities)
+    texts = [*EDGE_CASES, *_generated()]
+    found = 0
+    for text in texts:
+        hits = run(Text(text))
+        assert hits == recognizer.hits(text), text
+        found += len(hits)
+    assert found > 50
+
+
+@pytest.mark.parametrize(
+    ("text", "runs"),
+    [
+        ("", []),
+        ("no digits", []),
+        ("12345 x 1 2 3 x 42", []),  # shorter than 7 characters: not runs
+        ("1234567", [(0, 7, 7)]),
+        ("call (415) 555-2671.", [(6, 19, 10)]),
+        ("4111 1111 1111 1111 and 12", [(0, 19, 16)]),
+        ("on 2024-03-05 14:30", [(3, 16, 10)]),
+        ("Nr. ４１１１ ２２", [(4, 11, 6)]),  # noqa: RUF001
+    ],
+)
+def test_digit_runs(text, runs):
+    assert Text(text).digit_runs() == runs

@@ -32,7 +32,14 @@ from presidio_analyzer import EntityRecognizer
 from guard.detectors.base import Direction, Finding, ScanContext
 from guard.detectors.pii.ner import NER_ENTITIES, Ner
 from guard.detectors.pii.recognizers import patterns_of
-from guard.detectors.pii.runners import CONTEXT_BOOST, CONTEXT_FLOOR, Hit, Runner, runner_for
+from guard.detectors.pii.runners import (
+    CONTEXT_BOOST,
+    CONTEXT_FLOOR,
+    Hit,
+    Runner,
+    Text,
+    runner_for,
+)
 
 log = logging.getLogger(__name__)
 # Presidio logs the matched text when an IBAN fails to validate, and context words
@@ -144,8 +151,9 @@ class PiiDetector:
 
     def _analyze(self, text: str) -> list[Hit]:
         results: list[Hit] = []
+        scanned = Text(text)
         for rec in self._recognizers:
-            for hit in rec.run(text):
+            for hit in rec.run(scanned):
                 boost = rec.context and hit.score < 1.0
                 results.append(_boosted(text, hit, rec.context) if boost else hit)
         if self._ner is not None:

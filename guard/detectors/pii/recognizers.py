@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import phonenumbers
 import regex
 import tldextract
-from phonenumbers import phonenumbermatcher
+from phonenumbers import PhoneMetadata, PhoneNumberDesc, ValidationResult, phonenumbermatcher
+from phonenumbers import phonenumberutil as _pu
+from phonenumbers.phonenumber import CountryCodeSource
 from presidio_analyzer import (
     AnalysisExplanation,
     EntityRecognizer,
@@ -55,6 +58,14 @@ _DATE_OR_VERSION = regex.compile(
     r"|(?!\d{2,4}(?:\.\d{2,4}){2,}$)\d+(?:\.\d+)+)$"
 )
 _FORMATTED = regex.compile(r"[ ().\-/+]")
+# What ``_parse_national`` takes (else libphonenumber's parse), and its digits.
+_NATIONAL = re.compile(r"[0-9 ().\-/]+")
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_TOO_SHORT = (
+    ValidationResult.TOO_SHORT,
+    ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+    ValidationResult.INVALID_LENGTH,
+)
 _WORD = regex.compile(r"\w+")
 
 
@@ -67,6 +78,7 @@ class PhoneRecognizer(LocalRecognizer):
     the detector's time."""
 
     NAME = "PhoneRecognizer"
+    MIN_DIGITS = 7
     FORMATTED_SCORE = 0.5
     BARE_SCORE = 0.25
     CONTEXT = (
@@ -106,12 +118,15 @@ class PhoneRecognizer(LocalRecognizer):
     ) -> list[RecognizerResult]:
         return [self._result(h.start, h.end, h.score) for h in self.hits(text)]
 
-    def hits(self, text: str) -> list[Hit]:
-        """What ``analyze`` finds, as guard's detector takes it."""
+    def hits(self, text: str, windows: Sequence[tuple[int, int]] | None = None) -> list[Hit]:
+        """What ``analyze`` finds, as guard's detector takes it; only in ``windows``
+        where given (where the text has runs of ``MIN_DIGITS`` digits)."""
         results: list[Hit] = []
-        for candidate in self.candidates.finditer(text):
+        spans = [(0, len(text))] if windows is None else windows
+        for candidate in (c for lo, hi in spans for c in self.candidates.finditer(text, lo, hi)):
             at, value = _unbracketed(candidate.start(), candidate.group())
-            if not 7 <= len(_DIGITS.findall(value)) <= 15 or _DATE_OR_VERSION.match(value):
+            digits = len(_DIGITS.findall(value))
+            if not self.MIN_DIGITS <= digits <= 15 or _DATE_OR_VERSION.match(value):
                 continue
             bare = not _FORMATTED.search(value)
             if bare and not self._context_before(text, at):
@@ -156,14 +171,167 @@ def _valid_in(number: str, regions: tuple[str | None, ...]) -> bool:
     """Whether ``number`` is a valid number in one of ``regions``. Cached: the same
     numbers come back with every turn of a conversation (clients resend its history),
     and libphonenumber's parse is most of this recognizer's time."""
+    national = _NATIONAL.fullmatch(number) is not None and None not in regions
+    digits = _NOT_DIGIT.sub("", number) if national else ""
     for region in regions:
-        try:
-            parsed = phonenumbers.parse(number, region, keep_raw_input=True)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(parsed) and _prefix_if_required(parsed):
+        parsed = _parse_national(digits, region) if national else _parse(number, region)
+        if parsed is not None and _is_valid(parsed) and _prefix_if_required(parsed):
             return True
     return False
+
+
+def _parse(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(number, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _parse_national(digits: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """libphonenumber's ``parse(number, region, keep_raw_input=True)`` for a number
+    written with ASCII digits, spaces and ``( ) . - /`` only, from its ``digits``:
+    what parse does with such a number, without the steps that cannot apply to it
+    (an RFC 3966 context, a leading +, an extension, letters for digits, other
+    scripts' digits), which are two thirds of its time. None where parse raises.
+    tests/unit/test_pii_phone.py checks it against parse in every region."""
+    metadata = PhoneMetadata.metadata_for_region(region or "", None)
+    if metadata is None or len(digits) < _pu._MIN_LENGTH_FOR_NSN:
+        return None
+    numobj = phonenumbers.PhoneNumber(raw_input=digits)
+    found = _country_code(digits, metadata, numobj)
+    if found is None:
+        return None
+    country_code, national = found
+    if country_code:
+        number_region = phonenumbers.region_code_for_country_code(country_code)
+        if number_region != region:
+            other = PhoneMetadata.metadata_for_region_or_calling_code(country_code, number_region)
+            metadata = other if other is not None else metadata
+    else:
+        country_code, national = metadata.country_code or 0, digits
+    numobj.country_code = country_code
+    if len(national) < _pu._MIN_LENGTH_FOR_NSN:
+        return None
+    _, potential, _ = _pu._maybe_strip_national_prefix_carrier_code(national, metadata)
+    if _pu._test_number_length(potential, metadata) not in _TOO_SHORT:
+        national = potential
+    if not _pu._MIN_LENGTH_FOR_NSN <= len(national) <= _pu._MAX_LENGTH_FOR_NSN:
+        return None
+    _pu._set_italian_leading_zeros_for_phone_number(national, numobj)
+    numobj.national_number = int(national)
+    return numobj
+
+
+def _country_code(
+    digits: str, metadata: PhoneMetadata, numobj: phonenumbers.PhoneNumber
+) -> tuple[int, str] | None:
+    """libphonenumber's ``_maybe_extract_country_code`` for a number without a +:
+    the calling code written after the region's international prefix, or the
+    region's own written without it, and the national number after it; ``(0, "")``
+    for a national number; None where parse raises."""
+    idd = re.compile(metadata.international_prefix or "NonMatch")  # re keeps it compiled
+    stripped, rest = _pu._parse_prefix_as_idd(idd, digits)
+    if stripped:  # dialled from this region to another country
+        numobj.country_code_source = CountryCodeSource.FROM_NUMBER_WITH_IDD
+        if len(rest) <= _pu._MIN_LENGTH_FOR_NSN:
+            return None
+        code, national = _pu._extract_country_code(rest)
+        return (code, national) if code else None
+    numobj.country_code_source = CountryCodeSource.FROM_DEFAULT_COUNTRY
+    own = str(metadata.country_code)
+    if digits.startswith(own):  # the country's own calling code, without the +
+        _, after, _ = _pu._maybe_strip_national_prefix_carrier_code(digits[len(own) :], metadata)
+        general = metadata.general_desc
+        if (
+            not _pu._match_national_number(digits, general, False)
+            and _pu._match_national_number(after, general, False)
+        ) or _pu._test_number_length(digits, metadata) == ValidationResult.TOO_LONG:
+            numobj.country_code_source = CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN
+            return metadata.country_code or 0, after
+    return 0, ""
+
+
+def _is_valid(parsed: phonenumbers.PhoneNumber) -> bool:
+    """``is_valid_number``, asking the country's main region first: a number of that
+    region is valid without trying the others that share its calling code (24 for +1).
+    Where the main region has no leading digits of its own, it is the region
+    libphonenumber picks for every number of its pattern, so the answer is the same."""
+    types = _number_types(phonenumbers.region_code_for_country_code(parsed.country_code or 0))
+    if types is not None and types(_pu.national_significant_number(parsed)):
+        return True
+    return phonenumbers.is_valid_number(parsed)
+
+
+@functools.cache
+def _number_types(region: str) -> Callable[[str], bool] | None:
+    """Whether a national number is of one of ``region``'s number types (fixed line,
+    mobile, toll free ...), as libphonenumber's ``_number_type_helper`` decides it,
+    with one pattern per length instead of one match per type: None where the region
+    is not one whose answer is the whole answer (see ``_is_valid``)."""
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    if metadata is None or metadata.leading_digits is not None:
+        return None
+    general = metadata.general_desc
+    descs: list[PhoneNumberDesc | None] = [
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+        metadata.fixed_line,
+    ]
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        descs.append(metadata.mobile)
+    typed = [d for d in descs if d is not None and d.national_number_pattern]
+
+    if general is None or not general.national_number_pattern:
+        return None
+
+    def either(fitting: Sequence[PhoneNumberDesc]) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{d.national_number_pattern})" for d in fitting) or "(?!)")
+
+    lengths = {n for d in typed for n in d.possible_length}
+    by_length = {n: either([d for d in typed if n in (d.possible_length or (n,))]) for n in lengths}
+    any_length = either([d for d in typed if not d.possible_length])
+    general_lengths = set(general.possible_length)
+    pattern = re.compile(general.national_number_pattern)
+
+    def of_a_type(national: str) -> bool:
+        if general_lengths and len(national) not in general_lengths:
+            return False
+        of_length = by_length.get(len(national), any_length)
+        return pattern.fullmatch(national) is not None and of_length.fullmatch(national) is not None
+
+    return of_a_type
+
+
+def _prefix_if_required(parsed: phonenumbers.PhoneNumber) -> bool:
+    """Whether a number written in national format has the national prefix its region
+    writes it with ("0" in DE or GB): libphonenumber's VALID leniency, which
+    Presidio's recognizer applies, checks it after validity. Without it a US ZIP+4
+    code (94105-1234) or a kernel release (5.15.0-105) is a valid German number.
+    Regions none of whose formats needs the prefix (US) answer without a look."""
+    if parsed.country_code_source != CountryCodeSource.FROM_DEFAULT_COUNTRY:
+        return True
+    if _prefix_never_required(phonenumbers.region_code_for_country_code(parsed.country_code or 0)):
+        return True
+    return phonenumbermatcher._is_national_prefix_present_if_required(parsed)
+
+
+@functools.cache
+def _prefix_never_required(region: str) -> bool:
+    """Whether none of ``region``'s number formats makes libphonenumber look for the
+    national prefix (a rule that is optional, or that writes the first group only)."""
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    return metadata is None or all(
+        not rule.national_prefix_formatting_rule
+        or rule.national_prefix_optional_when_formatting
+        or _pu._formatting_rule_has_first_group_only(rule.national_prefix_formatting_rule)
+        for rule in metadata.number_format
+    )
 
 
 def _unbracketed(at: int, value: str) -> tuple[int, str]:
@@ -175,14 +343,6 @@ def _unbracketed(at: int, value: str) -> tuple[int, str]:
     if opened == 0:
         return at + 1, value[1:]
     return at, value[:opened].rstrip(" .-/")
-
-
-def _prefix_if_required(parsed: phonenumbers.PhoneNumber) -> bool:
-    """Whether a number written in national format has the national prefix its region
-    writes it with ("0" in DE or GB): libphonenumber's VALID leniency, which
-    Presidio's recognizer applies, checks it after validity. Without it a US ZIP+4
-    code (94105-1234) or a kernel release (5.15.0-105) is a valid German number."""
-    return phonenumbermatcher._is_national_prefix_present_if_required(parsed)
 
 
 class EmailRecognizer(PresidioEmailRecognizer):
