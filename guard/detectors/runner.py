@@ -27,6 +27,11 @@ class ScanResult:
     # perf_counter spans of the work: ("detector:NAME" | "policy", start, end)
     timings: tuple[tuple[str, float, float], ...] = ()
 
+    def timed(self, timing: tuple[str, float, float]) -> ScanResult:
+        """This result with one more timing (``dataclasses.replace`` costs 4 µs)."""
+        timings = (*self.timings, timing)
+        return ScanResult(self.findings, self.failed, self.scanned, self.detectors, timings)
+
 
 NOTHING_SCANNED = ScanResult()
 

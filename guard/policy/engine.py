@@ -13,7 +13,6 @@ an exchange keeps the one it started with.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import re
@@ -301,8 +300,7 @@ def _versions(versioned: Sequence[tuple[str, Versioned]]) -> dict[str, str]:
 
 def _timed(scan: ScanResult, started: float) -> ScanResult:
     """The scan with the policy's own evaluation time added to its timings."""
-    timing = ("policy", started, time.perf_counter())
-    return dataclasses.replace(scan, timings=(*scan.timings, timing))
+    return scan.timed(("policy", started, time.perf_counter()))
 
 
 def facts_of(scan: ScanResult, ctx: ScanContext, texts: Sequence[str]) -> Facts:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import dataclasses
 import hashlib
 import logging
 import os
@@ -195,7 +194,7 @@ def _boosted(text: str, result: Hit, context: frozenset[str]) -> Hit:
     before = _WORD.findall(text[max(0, result.start - 120) : result.start])
     if any(word.casefold() in context for word in before[-CONTEXT_WORDS_BEFORE:]):
         score = min(1.0, max(result.score + CONTEXT_BOOST, CONTEXT_FLOOR))
-        return dataclasses.replace(result, score=score)
+        return Hit(result.entity_type, result.start, result.end, score)
     return result
 
 
