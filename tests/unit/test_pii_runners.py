@@ -31,6 +31,9 @@ EDGE_CASES = [
     "two@example.com@example.org and trailing.dot@example.com.",
     # Everything else the runners window: IP addresses v4 and v6, and no anchors at all.
     "hosts 192.168.10.24, 10.0.0.1:8080, ::1, fe80::1ff:fe23:4567:890a and 2001:db8::",
+    "1.2.3.4",
+    "nets 10.0.0.0/8, ::ffff:192.0.2.1, 64:ff9b::192.0.2.33/96, :: and x1.2.3.4 or 1.2.3.4x",
+    "v1.2.3.4.5 build 300.1.1.1, 1.2.3 and 999.999.999.999; mac 00:1A:2b:3C:4d:5E",
     # Numbers the digit runs window (cards, SSNs, phones): at the very start and end,
     # after a + or a letter, glued to a word, grouped every way, in other scripts' digits.
     "4111111111111111",

@@ -345,6 +345,9 @@ def _unbracketed(at: int, value: str) -> tuple[int, str]:
     return at, value[:opened].rstrip(" .-/")
 
 
+_URL_CHARS = frozenset("/?#:")  # in a local part, they end tldextract's host early
+
+
 class EmailRecognizer(PresidioEmailRecognizer):
     """Presidio's email recognizer, its public-suffix check made once per domain.
 
@@ -358,7 +361,7 @@ class EmailRecognizer(PresidioEmailRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool:
         local, at, domain = pattern_text.rpartition("@")
-        if not at or any(c in local for c in "/?#:"):
+        if not at or not _URL_CHARS.isdisjoint(local):
             return bool(super().validate_result(pattern_text))
         return _has_public_suffix(domain)
 

@@ -8,10 +8,10 @@ scores, ``validate_result`` and ``invalidate_result``: Luhn, checksums, known
 sample values) and drops the rest. Where an entity type has a cheap candidate
 pattern (every email has an ``@``, every IP address a ``d.d`` or two colons),
 the recognizer's own patterns run only on small windows around the candidates:
-the email pattern alone was 240 µs of a 1 KB prompt, scanning every position. Card numbers,
-SSNs and phone numbers are all made of digits and a few separators: one pass finds
-the runs of those (``Text.digit_runs``) and each of these recognizers looks only at
-the runs with enough digits for one of its values.
+the email pattern alone was 240 µs of a 1 KB prompt, scanning every position.
+Card numbers, SSNs and phone numbers are all made of digits and a few separators:
+one pass finds the runs of those (``Text.digit_runs``) and each of these
+recognizers looks only at the runs with enough digits for one of its values.
 
 Presidio's IBAN recognizer overrides ``analyze`` only to retry a failing match
 shorter (a sentence's next word may look like one more group); a ``PatternRunner``
@@ -39,7 +39,7 @@ CONTEXT_BOOST = 0.35
 CONTEXT_FLOOR = 0.4
 _LOCAL_PART = r"[\w!#$%&'*+\-/=?^`{|}~.]*"
 _HOST = r"[\w.\-]*"
-_ADDRESS = r"[\w:.%]*"
+_ADDRESS = r"[\w:.%/]*"  # / : a CIDR prefix length
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,8 @@ class PatternRunner:
                         hits.append(hit)
                     elif end > start and (score := self._score(text[start:end], base)) > 0:
                         hits.append(Hit(self.entity, start, end, score))
-        return _uncontained(hits) if len(hits) > 1 else hits
+        # One pattern's matches in disjoint windows are disjoint: none contains another.
+        return _uncontained(hits) if len(hits) > 1 and len(self._patterns) > 1 else hits
 
     def _shortened(self, text: str, match: regex.Match[str], base: float) -> Hit | None:
         """The match ending where its last group ends, else the one before, ...: the
