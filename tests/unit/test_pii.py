@@ -1,6 +1,10 @@
 """The pii detector: Presidio's recognizers run by guard, policy recognizers as data,
 thresholds, allow lists, and the stream tail it holds back."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from guard.detectors.pii.config import PiiConfig
@@ -268,3 +272,34 @@ def test_findings_of_a_repeated_text_come_from_the_cache_and_match_a_fresh_scan(
     long_text = "x " * module.CACHE_CHARS + text
     assert len(detector.analyze(long_text)) == 2
     assert len(detector._cache) == 2  # too long to keep
+
+
+LOAD_IN_A_FRESH_PROCESS = """
+import sys
+from guard.detectors.pii.config import PiiConfig
+from guard.detectors.registry import DetectorRegistry
+config = PiiConfig.model_validate({"entities": {"EMAIL_ADDRESS": 0.5}})
+detector = DetectorRegistry.builtin().build("pii", {}, [config])
+assert detector.scan(["write to maria@example.com"])
+print("transformers" in sys.modules)
+from presidio_analyzer.nlp_engine import huggingface_token_pipe
+print(huggingface_token_pipe.hf_pipeline is None)
+import transformers  # guard's own NER and toxicity detectors import it later
+print(transformers.pipeline is not None)
+"""
+
+
+def test_presidio_loads_without_transformers_and_leaves_it_importable():
+    """Presidio imports transformers for an NLP engine guard does not use (3 s of every
+    start) and picks a device for it, on a GPU host opening a CUDA context in every
+    process; guard's pii detector loads it without either."""
+    env = {k: v for k, v in os.environ.items() if k != "PRESIDIO_DEVICE"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.split() == ["False", "True", "True"]

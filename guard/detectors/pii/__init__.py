@@ -10,7 +10,10 @@ Configuration: guard.detectors.pii.config.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -24,14 +27,39 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAME = "pii"
+# Presidio's email recognizer uses tldextract, which fetches the public suffix list
+# on first use unless told to keep to its bundled copy. Set before it is imported.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+# Presidio's NLP engines, which guard does not use (it runs the recognizers itself and
+# loads NER models in guard.detectors.pii.ner), pick a device when Presidio is
+# imported: without this, its check imports torch and, on a GPU host, opens a CUDA
+# context in every guard process, a command-line one included.
+os.environ.setdefault("PRESIDIO_DEVICE", "cpu")
+
+
+@contextmanager
+def _presidio_loading() -> Iterator[None]:
+    """While Presidio's modules load, transformers looks absent to them: Presidio
+    imports it for an NLP engine guard does not use, 3 s of every start where it is
+    installed. guard's own imports of it (NER, toxicity) come later and find it."""
+    if "transformers" in sys.modules or "presidio_analyzer" in sys.modules:
+        yield
+        return
+    sys.modules["transformers"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        yield
+    finally:
+        if sys.modules.get("transformers", ...) is None:
+            del sys.modules["transformers"]
 
 
 def build(options: Mapping[str, Any], configs: Sequence[BaseModel]) -> PiiDetector:
     # Presidio (and spaCy under it) load here, when a policy needs the detector: a
     # command that only checks policy files starts without them.
-    from guard.detectors.pii.detector import PiiDetector  # noqa: PLC0415
-    from guard.detectors.pii.ner import NER_ENTITIES, load_ner  # noqa: PLC0415
-    from guard.detectors.pii.recognizers import catalogue, pattern_recognizers  # noqa: PLC0415
+    with _presidio_loading():
+        from guard.detectors.pii.detector import PiiDetector  # noqa: PLC0415
+        from guard.detectors.pii.ner import NER_ENTITIES, load_ner  # noqa: PLC0415
+        from guard.detectors.pii.recognizers import catalogue, pattern_recognizers  # noqa: PLC0415
 
     try:
         opts = PiiOptions.model_validate(dict(options))

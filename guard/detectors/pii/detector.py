@@ -15,15 +15,10 @@ import asyncio
 import bisect
 import hashlib
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-# Presidio's email recognizer uses tldextract, which fetches the public suffix list
-# on first use unless told to keep to its bundled copy. Set before it is imported.
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 import regex
 from presidio_analyzer import EntityRecognizer
