@@ -3,13 +3,22 @@ what it finds must be what Presidio's own ``analyze`` finds, span for span and s
 score, on realistic texts and on the cases each shortcut could get wrong."""
 
 import functools
+import random
+import warnings
 
 import pytest
+from faker import Faker
+from faker.config import AVAILABLE_LOCALES
 from presidio_analyzer import PatternRecognizer
 from presidio_analyzer.predefined_recognizers import EmailRecognizer as PresidioEmail
-from presidio_analyzer.predefined_recognizers import IbanRecognizer
+from presidio_analyzer.predefined_recognizers import IbanRecognizer as PresidioIban
 
-from guard.detectors.pii.recognizers import EmailRecognizer, PhoneRecognizer, catalogue
+from guard.detectors.pii.recognizers import (
+    EmailRecognizer,
+    IbanRecognizer,
+    PhoneRecognizer,
+    catalogue,
+)
 from guard.detectors.pii.runners import Text, runner_for
 from tests.evals.pii_set import generate
 
@@ -134,3 +143,35 @@ def test_the_phone_recognizer_finds_in_digit_runs_what_it_finds_in_the_whole_tex
 )
 def test_digit_runs(text, runs):
     assert Text(text).digit_runs() == runs
+
+
+def _iban_values() -> list[str]:
+    """IBANs of every country Faker writes them for, each as written, grouped, in lower
+    case, with a character changed, cut short, with a letter no IBAN has, and with
+    another country's code."""
+    rng = random.Random(3)  # noqa: S311  # reproducible values, not secrets
+    values = []
+    for locale in AVAILABLE_LOCALES:
+        try:
+            with warnings.catch_warnings():  # some locales are deprecated aliases
+                warnings.simplefilter("ignore")
+                fake = Faker(locale)
+            fake.seed_instance(7)
+            iban = fake.iban()
+        except AttributeError:  # a locale without bank data
+            continue
+        at = rng.randrange(4, len(iban))
+        swapped = iban[:at] + rng.choice("0123456789ABCDEFXYZ") + iban[at + 1 :]
+        grouped = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+        values += [iban, grouped, grouped.replace(" ", "-"), iban.lower(), swapped]
+        odd = iban[:6] + "É" + iban[7:]
+        values += [iban[:-2], odd, "DE" + iban[2:], iban[:2].lower() + iban[2:]]
+    return values
+
+
+def test_the_iban_check_answers_as_presidios():
+    ours, theirs = IbanRecognizer(), PresidioIban()
+    values = _iban_values()
+    answers = [ours.validate_result(v) for v in values]
+    assert answers == [theirs.validate_result(v) for v in values]
+    assert {True, False, None} <= set(answers)  # every answer is exercised

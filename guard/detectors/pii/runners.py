@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import regex
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
@@ -137,9 +137,9 @@ _CANDIDATES = {
 _DIGITS = {"CREDIT_CARD": 13, "US_SSN": 9}
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """What a recognizer reports: an entity type, a span, a score (never the value)."""
+class Hit(NamedTuple):
+    """What a recognizer reports: an entity type, a span, a score (never the value).
+    A named tuple: made for every match, in half the time of a frozen dataclass."""
 
     entity_type: str
     start: int
