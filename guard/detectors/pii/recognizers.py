@@ -274,6 +274,8 @@ def _number_types(region: str) -> Callable[[str], bool] | None:
     if metadata is None or metadata.leading_digits is not None:
         return None
     general = metadata.general_desc
+    if general is None or not general.national_number_pattern:
+        return None
     descs: list[PhoneNumberDesc | None] = [
         metadata.premium_rate,
         metadata.toll_free,
@@ -289,14 +291,14 @@ def _number_types(region: str) -> Callable[[str], bool] | None:
         descs.append(metadata.mobile)
     typed = [d for d in descs if d is not None and d.national_number_pattern]
 
-    if general is None or not general.national_number_pattern:
-        return None
-
     def either(fitting: Sequence[PhoneNumberDesc]) -> re.Pattern[str]:
         return re.compile("|".join(f"(?:{d.national_number_pattern})" for d in fitting) or "(?!)")
 
     lengths = {n for d in typed for n in d.possible_length}
-    by_length = {n: either([d for d in typed if n in (d.possible_length or (n,))]) for n in lengths}
+    by_length = {
+        n: either([d for d in typed if not d.possible_length or n in d.possible_length])
+        for n in lengths
+    }
     any_length = either([d for d in typed if not d.possible_length])
     general_lengths = set(general.possible_length)
     pattern = re.compile(general.national_number_pattern)
