@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from guard.detectors.pii.config import PiiConfig
+from guard.detectors.pii.runners import Hit
 from guard.detectors.registry import DetectorRegistry
 from guard.errors import ConfigError
 
@@ -272,6 +273,23 @@ def test_findings_of_a_repeated_text_come_from_the_cache_and_match_a_fresh_scan(
     long_text = "x " * module.CACHE_CHARS + text
     assert len(detector.analyze(long_text)) == 2
     assert len(detector._cache) == 2  # too long to keep
+
+
+def test_the_cache_holds_nothing_the_garbage_collector_keeps_walking():
+    """A full cache is thousands of entries: each must drop out of the collector's
+    generations (plain tuples of strings and numbers do), or every full collection
+    walks them all."""
+    import gc
+
+    detector = build({"entities": CONTACT})
+    text = "Reply to maria@example.com or call 212-555-0143 about the order."
+    first = detector.analyze(text)
+    gc.collect()
+    gc.collect()  # a tuple is untracked once its items are
+    assert [gc.is_tracked(entry) for entry in detector._cache.values()] == [False]
+    again = detector.analyze(text)
+    assert again == first
+    assert all(type(hit) is Hit for hit in again)
 
 
 LOAD_IN_A_FRESH_PROCESS = """
