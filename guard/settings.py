@@ -337,6 +337,95 @@ class AdminSettings(Strict):
     )
 
 
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TenantId = Annotated[str, Field(pattern=_ID, description="Letters, digits, . _ - (64 at most).")]
+Positive = Annotated[int, Field(ge=1)]
+
+
+class LimitSettings(Strict):
+    """What one tenant or one key may use; unset: no limit. A request must pass both
+    its tenant's limits and its key's."""
+
+    requests_per_minute: Positive | None = None
+    tokens_per_minute: Positive | None = Field(
+        default=None, description="Prompt and completion tokens, as the model server counts them."
+    )
+    tokens_per_day: Positive | None = Field(default=None, description="Per UTC day.")
+    concurrent_streams: Positive | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024)] | None = Field(
+        default=None, description="Under server.max_body_bytes, which bounds every request."
+    )
+
+
+class TenantSettings(Strict):
+    """A tenant defined in the settings (the database holds the others)."""
+
+    id: TenantId
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What policies read as tenant.NAME (commercial, tier, data classes …).",
+    )
+    limits: LimitSettings = LimitSettings()
+
+
+class ConfigKey(Strict):
+    """An API key defined in the settings: its value is read from an environment
+    variable, never written in the file."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")] = Field(
+        description="Recorded in audit events as the key id."
+    )
+    key_env: str = Field(
+        description="Environment variable holding the key (16 characters or more)."
+    )
+    role: Literal["client", "admin", "auditor"] = "client"
+    tenant: TenantId | None = Field(default=None, description="One of `tenants`.")
+    limits: LimitSettings = LimitSettings()
+
+    @model_validator(mode="after")
+    def _key_present(self) -> ConfigKey:
+        value = os.environ.get(self.key_env, "")
+        if not value:
+            raise ValueError(f"environment variable {self.key_env} is not set")
+        if len(value) < _MIN_KEY_CHARS:
+            raise ValueError(
+                f"the key in {self.key_env} is shorter than {_MIN_KEY_CHARS} characters"
+            )
+        return self
+
+
+_MIN_KEY_CHARS = 16
+
+
+class AuthSettings(Strict):
+    required: bool = Field(
+        default=False,
+        description="Refuse model requests without a valid API key (401). When false, a "
+        "request without a key passes with no tenant; a key that is sent is checked all the same.",
+    )
+    keys: list[ConfigKey] = Field(
+        default_factory=list, description="Keys from the settings, besides the database's."
+    )
+    cache_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=10.0,
+        description="How long a database key is trusted before it is read again: the "
+        "longest a revocation made by another instance or the CLI takes to reach this one.",
+    )
+
+
+class LimitStoreSettings(Strict):
+    redis_url: str | None = Field(
+        default=None,
+        description="Count limits in Redis (redis://host:port/db), shared by every "
+        "replica; unset: in this process's memory.",
+    )
+    on_store_error: Literal["allow", "refuse"] = Field(
+        default="allow",
+        description="When Redis cannot be reached: serve without limits (logged and "
+        "counted), or refuse with 503.",
+    )
+
+
 def _default_upstreams() -> list[UpstreamSettings]:
     return [UpstreamSettings(name="local", base_url=AnyHttpUrl("http://127.0.0.1:8000"))]
 
@@ -374,6 +463,9 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     admin: AdminSettings = AdminSettings()
+    auth: AuthSettings = AuthSettings()
+    tenants: list[TenantSettings] = Field(default_factory=list)
+    limits: LimitStoreSettings = LimitStoreSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -393,6 +485,12 @@ class Settings(BaseSettings):
     def _references_resolve(self) -> Settings:
         _unique("upstreams", [u.name for u in self.upstreams])
         _unique("models", [m.name for m in self.models])
+        _unique("tenants", [t.id for t in self.tenants], "id")
+        _unique("auth.keys", [k.id for k in self.auth.keys], "id")
+        tenant_ids = {t.id for t in self.tenants}
+        for index, key in enumerate(self.auth.keys):
+            if key.tenant is not None and key.tenant not in tenant_ids:
+                raise ValueError(f"auth.keys.{index}.tenant: no tenant {key.tenant!r} in tenants")
         known = {u.name for u in self.upstreams}
         sections: list[tuple[str, Sequence[ModelSettings | PassthroughRoute]]] = [
             ("models", self.models),
@@ -407,11 +505,11 @@ class Settings(BaseSettings):
         return self
 
 
-def _unique(section: str, names: list[str]) -> None:
+def _unique(section: str, names: list[str], field: str = "name") -> None:
     seen: set[str] = set()
     for index, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"{section}.{index}.name: duplicate name {name!r}")
+            raise ValueError(f"{section}.{index}.{field}: duplicate {field} {name!r}")
         seen.add(name)
 
 

@@ -169,9 +169,13 @@ def test_example_file_is_valid_and_documents_every_key():
     documented = set(_file_keys(yaml.safe_load(text)))
     # Keys of lists that are empty by default appear in a commented-out example
     # right under the list.
-    after = text.split("passthrough: []\n", 1)[1].splitlines()
-    block = itertools.takewhile(lambda line: line.startswith("#  "), after)
-    commented = yaml.safe_load("\n".join(line.replace("#", " ", 1) for line in block))
-    documented |= {f"passthrough.{key}" for item in commented or [] for key in item}
+    for path in ("passthrough", "auth.keys", "tenants"):
+        name = path.rsplit(".", 1)[-1]
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{name}: []"))
+        after = text.split(line + "\n", 1)[1].splitlines()
+        block = itertools.takewhile(lambda ln: ln.lstrip().startswith("#  "), after)
+        commented = yaml.safe_load("\n".join(ln.replace("#", " ", 1) for ln in block))
+        assert commented, f"no commented example under {path}"
+        documented |= {f"{path}.{key}" for item in commented for key in _file_keys(item)}
     missing = set(_keys(Settings)) - documented
     assert not missing, f"keys missing from {EXAMPLE.name}: {sorted(missing)}"
