@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 
 from guard import __version__
 from guard.audit.writer import AuditWriter, NoAudit, open_writer
+from guard.db.tenants import TenantRepository
 from guard.detectors.registry import DetectorRegistry
 from guard.errors import (
     BodyTooLarge,
@@ -38,6 +39,7 @@ from guard.policy.vault import open_vault
 from guard.registry.cards import ModelRegistry
 from guard.settings import LOG_FORMAT, Settings, load_settings
 from guard.telemetry.metrics import Metrics, NoMetrics
+from guard.tenancy.auth import Authenticator
 from guard.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ def create_app(
             audit=audit,
             metrics=metrics or NoMetrics(),
             vault=vault,
+            auth=_authenticator(settings, recorder),
         )
         app.state.recorder = recorder
         app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -132,6 +135,16 @@ def create_app(
         logging_config=None,  # guard's command line configures logging, once per process
         openapi_config=OpenAPIConfig(title="guard", version=__version__),
     )
+
+
+def _authenticator(settings: Settings, recorder: AuditWriter | None) -> Authenticator:
+    """Keys from the settings, and from the database when guard has one (the audit
+    database: without it, only the settings' keys)."""
+    repo = TenantRepository(recorder.repo.engine) if recorder is not None else None
+    auth = Authenticator(settings.auth, settings.tenants, repo)
+    if not settings.auth.required:
+        log.warning("auth: requests without an API key are served (auth.required: false)")
+    return auth
 
 
 def _metrics(
@@ -189,18 +202,25 @@ def _error_response(
     type_: str,
     code: str | None,
     param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
     if request.url.path.startswith("/api/"):
         body = ollama_error_body(message)
     else:
         body = openai_error_body(message, type_, code, param)
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _guard_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ClientFacingError)  # noqa: S101  # registered for this type only
     return _error_response(
-        request, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param
+        request,
+        exc.status,
+        exc.message,
+        type_=exc.type,
+        code=exc.code,
+        param=exc.param,
+        headers=exc.headers(),
     )
 
 

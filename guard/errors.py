@@ -7,8 +7,11 @@
         ├── NotFound                404  a path guard does not serve
         │   └── ModelNotFound       404  a model name that is not configured
         ├── BodyTooLarge            413  request body over server.max_body_bytes
-        ├── Unauthorized            401  admin API without its token
+        ├── Unauthorized            401  no API key, or one that is wrong, revoked or expired
+        ├── Forbidden               403  a valid key without the role the route needs
+        ├── RateLimited             429  a tenant's or key's limit; carries Retry-After
         ├── PolicyBlocked           403  a policy decided to block; message comes from the policy
+        ├── AuthUnavailable         503  a key could not be checked: its store is unreachable
         ├── AuditUnavailable        503  events can be neither written nor spooled (fail closed)
         ├── VaultUnavailable        503  a conversation's pseudonyms can be neither read nor kept
         └── UpstreamError           502  the model server could not be used
@@ -23,6 +26,7 @@ Messages never contain request or response content: they may be logged.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import msgspec
@@ -45,6 +49,10 @@ class ClientFacingError(GuardError):
         super().__init__(message)
         self.message = message
         self.param = param
+
+    def headers(self) -> dict[str, str]:
+        """Response headers the error needs besides its body."""
+        return {}
 
 
 class BadRequest(ClientFacingError):
@@ -72,6 +80,34 @@ class Unauthorized(ClientFacingError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"www-authenticate": 'Bearer realm="guard"'}
+
+
+class Forbidden(ClientFacingError):
+    status = 403
+    type = "invalid_request_error"
+    code = "insufficient_permissions"
+
+
+class RateLimited(ClientFacingError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class AuthUnavailable(ClientFacingError):
+    status = 503
+    type = "server_error"
+    code = "auth_unavailable"
 
 
 class AuditUnavailable(ClientFacingError):

@@ -164,6 +164,8 @@ class ExchangeRecord(msgspec.Struct, array_like=True):
     # detector name -> version, for the detectors that scanned the exchange: taken from
     # its bundle on the request path, since the writer never sees the bundle.
     detector_versions: dict[str, str] = {}
+    tenant_id: str | None = None
+    key_id: str | None = None
 
 
 def record_of(ex: Exchange) -> ExchangeRecord:
@@ -208,6 +210,8 @@ def record_of(ex: Exchange) -> ExchangeRecord:
         ex.steps,
         pseudonyms=list(ex.pseudonyms.pairs()) if len(ex.pseudonyms) else [],
         detector_versions=_versions(ex),
+        tenant_id=ex.tenant.id if ex.tenant is not None else None,
+        key_id=principal.key_id if (principal := ex.inbound.principal) is not None else None,
     )  # fmt: skip
 
 
@@ -248,6 +252,8 @@ def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
         id=new_event_id(),
         started_at=utc(rec.started_wall),
         ended_at=utc(rec.started_wall + rec.total),
+        tenant_id=rec.tenant_id,
+        key_id=rec.key_id,
         client_address=clean(rec.client, 64),
         method=clean(rec.method, 16),
         route=clean(rec.path, 256),

@@ -1,4 +1,5 @@
-"""The audit tables. Migrations in ``migrations/`` build exactly this schema.
+"""guard's tables: the audit trail, and the tenants and API keys it serves.
+Migrations in ``migrations/`` build exactly this schema.
 
 Each audit event is one row of ``audit_events``; the findings summary and the
 rules that fired are also kept one row per type in ``audit_findings`` and
@@ -170,8 +171,42 @@ class TraceSpanRow(Base):
     __table_args__ = (sa.Index(None, "start_time"),)
 
 
+class TenantRow(Base):
+    """A team that uses guard: the attributes policies read, and its limits."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ApiKeyRow(Base):
+    """An API key: never the key itself, only its salted hash (guard.tenancy.keys).
+    Revoked keys stay, so that the audit trail's key ids keep their meaning."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(sa.ForeignKey("tenants.id", ondelete="RESTRICT"))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    name: Mapped[str] = mapped_column(sa.String(128))
+    salt: Mapped[str] = mapped_column(sa.String(32))
+    hash: Mapped[str] = mapped_column(sa.String(64))
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (sa.Index(None, "tenant_id"),)
+
+
 events = sa.Table("audit_events", metadata)  # the tables above, looked up by name
 findings = sa.Table("audit_findings", metadata)
 rule_hits = sa.Table("audit_rule_hits", metadata)
 chains = sa.Table("audit_chains", metadata)
 spans = sa.Table("spans", metadata)
+tenants = sa.Table("tenants", metadata)
+api_keys = sa.Table("api_keys", metadata)

@@ -44,7 +44,7 @@ class DatabaseRefused(Exception):
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def translated() -> Iterator[None]:
     """Driver and SQLAlchemy errors become the two above, here and only here. Only the
     error's type is kept: a database's message may quote the value it refused."""
     try:
@@ -92,7 +92,7 @@ class AuditRepository:
         if not events:
             return
         rows = _Rows(events, self._dialect, spans)
-        with _translated(), self._connect() as conn, conn.begin():
+        with translated(), self._connect() as conn, conn.begin():
             if fresh and self._dialect == "postgresql":
                 _copy(conn, rows)
             else:
@@ -124,7 +124,7 @@ class AuditRepository:
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
 
     def _connect(self) -> sa.Connection:
-        with _translated():
+        with translated():
             return self.engine.connect()
 
     # -- reads ----------------------------------------------------------------

@@ -12,11 +12,12 @@ from litestar.exceptions import HTTPException
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp
 
-from guard.errors import BodyTooLarge
+from guard.errors import AuthUnavailable, BodyTooLarge, ClientFacingError, Forbidden, Unauthorized
 from guard.ingress.asgi import StreamingResponse, cancelled_on_disconnect
 from guard.pipeline.context import Inbound, Outbound
 from guard.pipeline.flow import Services, run_exchange
 from guard.protocols import ADAPTERS
+from guard.tenancy import Principal, Role
 
 HTTPRequest = Request[Any, Any, State]
 _DISCARD_MIN = 1024 * 1024  # a refused body is drained up to this (or the limit, if larger)
@@ -30,17 +31,21 @@ def services_of(request: HTTPRequest) -> Services:
 
 
 async def read_inbound(request: HTTPRequest) -> Inbound:
-    """The request as guard needs it. A body over the limit is not kept (what is left
-    of it is drained and dropped): the Inbound carries the refusal, so the pipeline
-    records the exchange before refusing it."""
+    """The request as guard needs it, with the key it was sent with. A request whose key
+    fails, or whose body is over the limit, is not read (what is left of the body is
+    drained and dropped): the Inbound carries the refusal, so the pipeline records the
+    exchange before refusing it."""
     scope = request.scope
-    limit = services_of(request).settings.server.max_body_bytes
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    principal, refused = await _authenticate(request, headers)
+    limit = _body_limit(services_of(request).settings.server.max_body_bytes, principal)
     declared = next((v for k, v in headers if k.lower() == "content-length"), "")
     too_large = BodyTooLarge(f"The request body is over the limit of {limit} bytes")
-    body, refused = b"", None
+    body = b""
     cap = max(limit, _DISCARD_MIN)
-    if declared.isdigit() and int(declared) > limit:
+    if refused is not None:
+        await _discard_body(request, cap, _DISCARD_REST_S)
+    elif declared.isdigit() and int(declared) > limit:
         refused = too_large
         await _discard_body(request, cap, _DISCARD_S)
     else:
@@ -62,7 +67,37 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
         body=body,
         client=client[0] if client else "",
         refused=refused,
+        principal=principal,
     )
+
+
+async def _authenticate(
+    request: HTTPRequest, headers: list[tuple[str, str]]
+) -> tuple[Principal | None, ClientFacingError | None]:
+    """The request's key, or why it is refused: no key where one is required, a key
+    that fails, or one whose role may not call models."""
+    auth = services_of(request).auth
+    given = [v for k, v in headers if k.lower() == "authorization"]
+    if len(given) > 1:
+        return None, Unauthorized("Send one Authorization header")
+    try:
+        principal = await auth.authenticate(given[0] if given else None)
+    except (Unauthorized, AuthUnavailable) as exc:
+        return None, exc
+    if principal is None:
+        if auth.required:
+            return None, Unauthorized("An API key is required: send 'Authorization: Bearer <key>'")
+        return None, None
+    if principal.role is not Role.CLIENT:
+        return principal, Forbidden(f"An {principal.role} key cannot call models; use a client key")
+    return principal, None
+
+
+def _body_limit(server_max: int, principal: Principal | None) -> int:
+    if principal is None:
+        return server_max
+    caps = (principal.key_limits.max_body_bytes, principal.tenant_limits.max_body_bytes)
+    return min([server_max, *(c for c in caps if c is not None)])
 
 
 async def _discard_body(request: HTTPRequest, cap: int, seconds: float) -> None:

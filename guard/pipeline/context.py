@@ -17,7 +17,7 @@ from guard.policy.engine import Guardrails
 from guard.policy.pseudonyms import Pseudonyms
 from guard.protocols.base import Adapter
 from guard.registry.cards import ModelCard
-from guard.tenancy import Tenant
+from guard.tenancy import Principal, Tenant
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _STEPS_MAX = 256  # timed steps kept per exchange (a long stream scans many windows)
@@ -37,6 +37,7 @@ class Inbound:
     body: bytes
     client: str
     refused: ClientFacingError | None = None  # set when the ingress would not read it
+    principal: Principal | None = None  # the key it was sent with (None: none)
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name), None)
@@ -126,6 +127,8 @@ class Exchange:
     ended: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.inbound.principal is not None:
+            self.tenant = self.inbound.principal.tenant
         if not self.trace_id:
             parent = parse_traceparent(self.inbound.header("traceparent"))
             if parent is None:

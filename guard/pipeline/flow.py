@@ -39,6 +39,7 @@ from guard.policy.vault import Vault
 from guard.protocols.base import OPAQUE, Adapter, TextRef, write_texts
 from guard.registry.cards import ModelRegistry
 from guard.settings import Settings
+from guard.tenancy.auth import Authenticator
 from guard.upstream import UpstreamPool, UpstreamReply, forward
 from guard.upstream.forward import request_headers
 from guard.upstream.sse import EventSplitter
@@ -74,6 +75,7 @@ class Services:
     audit: AuditSink
     metrics: MetricsSink
     vault: Vault
+    auth: Authenticator
 
 
 async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Outbound:
