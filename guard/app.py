@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from litestar import Litestar, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 from guard import __version__
@@ -27,7 +27,7 @@ from guard.errors import (
     ollama_error_body,
     openai_error_body,
 )
-from guard.ingress import admin, health, ollama, openai, telemetry
+from guard.ingress import admin, health, manage, ollama, openai, telemetry
 from guard.ingress.common import HTTPRequest
 from guard.ingress.passthrough import passthrough_routes
 from guard.pipeline.flow import Services
@@ -123,6 +123,7 @@ def create_app(
             *telemetry.ROUTES,
             admin.AUDIT,
             admin.POLICIES,
+            manage.ROUTES,
             *passthrough_routes(settings.passthrough),
         ],
         lifespan=[lifespan],
@@ -239,7 +240,14 @@ def _http_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:
         )
     type_ = "invalid_request_error" if status < 500 else "server_error"
     message = exc.detail if status != 404 else f"No route for {request.method} {request.url.path}"
-    return _error_response(request, status, message, type_=type_, code=_HTTP_CODES.get(status))
+    param = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
+        param = str(first.get("key") or "") or None
+        message = f"'{param or 'body'}': {first.get('message', 'invalid')}"
+    return _error_response(
+        request, status, message, type_=type_, code=_HTTP_CODES.get(status), param=param
+    )
 
 
 def _unexpected_error(request: HTTPRequest, exc: Exception) -> Response[bytes]:

@@ -339,10 +339,18 @@ def _kind(exc: Exception) -> str:
 
 
 def record_admin_action(
-    repo: AuditRepository, settings: AuditSettings, action: str, detail: dict[str, object]
+    repo: AuditRepository,
+    settings: AuditSettings,
+    action: str,
+    detail: dict[str, object],
+    *,
+    method: str = "CLI",
+    client: str = "local",
+    key_id: str | None = None,
 ) -> AuditEvent:
-    """An administrative action (a purge, say) as an audit event in a chain of its own,
-    written at once: if the database is down, the action itself did not happen."""
+    """An administrative action (a purge, a key revoked …) as an audit event in a chain
+    of its own, written at once: if the database is down, the action is not reported
+    done. ``key_id``: the admin key that acted (admin API); the CLI acts as ``local``."""
     key = os.environ[settings.chain_key_env].encode() if settings.chain_key_env else None
     now = datetime.now(UTC)
     chain = ChainInfo(
@@ -353,8 +361,9 @@ def record_admin_action(
         kind="admin",
         started_at=now,
         ended_at=now,
-        client_address="local",
-        method="CLI",
+        key_id=key_id,
+        client_address=client[:64],
+        method=method,
         route=action,
         status=0,
         total_ms=0.0,

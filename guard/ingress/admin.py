@@ -1,6 +1,8 @@
-"""The admin API, behind a token of its own that no client key can be
-(``admin.token_env``): audit queries under /admin/audit (read-only), and the policy
-bundle under /admin/policies (its state, its reload, any recorded version)."""
+"""The admin API. Every route needs a key with a role (``require``): audit queries
+under /admin/audit (read-only) take admin or auditor keys; the policy bundle under
+/admin/policies (its state, its reload, any recorded version) and tenants and keys
+(guard.ingress.manage) take admin keys. Client keys never pass. The token in
+``admin.token_env`` acts as an admin key, to create the first keys with."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 from litestar.response import Response, Stream
+from litestar.types import Guard
 from pydantic import ValidationError
 
 from guard.audit import queries
@@ -26,27 +29,57 @@ from guard.errors import (
     BadRequest,
     ClientFacingError,
     ConfigError,
+    Forbidden,
     NotFound,
     Unauthorized,
 )
 from guard.ingress.common import HTTPRequest, services_of
+from guard.tenancy import Principal, Role, keys
 
 _MAX_LIMIT = 10_000
+BOOTSTRAP_KEY_ID = "admin-token"  # the key id admin events name for admin.token_env
 _CONTROL = {"limit", "format"}
 
 
-def _require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    settings = connection.app.state.services.settings
-    expected = os.environ.get(settings.admin.token_env, "")
-    given = connection.headers.get("authorization", "")
-    scheme, _sep, token = given.partition(" ")
-    if not expected:
-        raise Unauthorized(f"The admin API is off: set {settings.admin.token_env} to enable it")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("A valid admin token is required")
+def require(*roles: Role) -> Guard:
+    """A route guard: the request's key must have one of ``roles``; the key is kept on
+    the request's state as ``principal`` (who did what, for admin events)."""
+    needed = ", ".join(r.value for r in roles)
+
+    async def check(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await _admin_principal(connection)
+        if principal.role not in roles:
+            if principal.role is Role.CLIENT:
+                raise Forbidden("Client keys cannot use the admin API")
+            raise Forbidden(f"This route needs a key with the role: {needed}")
+        connection.state.principal = principal
+
+    return check
 
 
-def _repo(request: HTTPRequest) -> AuditRepository:
+async def _admin_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    services = connection.app.state.services
+    given = connection.headers.getall("authorization", [])
+    if len(given) > 1:
+        raise Unauthorized("Send one Authorization header")
+    token = keys.bearer(given[0] if given else None)
+    if token is None:
+        raise Unauthorized("An admin or auditor key is required: 'Authorization: Bearer <key>'")
+    bootstrap = os.environ.get(services.settings.admin.token_env, "")
+    if bootstrap and hmac.compare_digest(token.encode(), bootstrap.encode()):
+        return Principal(BOOTSTRAP_KEY_ID, Role.ADMIN)
+    principal: Principal | None = await services.auth.authenticate(given[0])
+    if principal is None:
+        raise Unauthorized("Invalid API key")
+    return principal
+
+
+def actor(request: HTTPRequest) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def repo_of(request: HTTPRequest) -> AuditRepository:
     recorder = request.app.state.recorder
     if recorder is None:
         raise AuditUnavailable("The audit trail is off (audit.enabled: false)")
@@ -82,7 +115,7 @@ def _limit(request: HTTPRequest) -> int:
 @get("/events")
 async def list_events(request: HTTPRequest) -> Response[Any]:
     """Events, newest first: ``format`` json (default), jsonl or csv."""
-    repo, where = _repo(request), _filter(request)
+    repo, where = repo_of(request), _filter(request)
     fmt = _choice(request, "format", ("json", "jsonl", "csv"))
     events = await asyncio.to_thread(repo.events, queries.list_events(where, _limit(request)))
     if fmt == "json":
@@ -93,7 +126,7 @@ async def list_events(request: HTTPRequest) -> Response[Any]:
 
 @get("/events/{event_id:uuid}")
 async def show_event(request: HTTPRequest, event_id: FromPath[uuid.UUID]) -> dict[str, Any]:
-    found = await asyncio.to_thread(_repo(request).events, queries.one_event(event_id))
+    found = await asyncio.to_thread(repo_of(request).events, queries.one_event(event_id))
     if not found:
         raise NotFound(f"No audit event {event_id}")
     return queries.to_json(found[0])
@@ -101,14 +134,14 @@ async def show_event(request: HTTPRequest, event_id: FromPath[uuid.UUID]) -> dic
 
 @get("/stats")
 async def stats(request: HTTPRequest) -> dict[str, Any]:
-    repo, where = _repo(request), _filter(request)
+    repo, where = repo_of(request), _filter(request)
     return await asyncio.to_thread(queries.stats, repo, where)
 
 
 @get("/export")
 async def export(request: HTTPRequest) -> Stream:
     """An evidence file with every field and the chain hashes, streamed."""
-    repo, where = _repo(request), _filter(request)
+    repo, where = repo_of(request), _filter(request)
     fmt = _choice(request, "format", ("jsonl", "csv"))
     events = repo.iter_events(queries.export_events(where))
     body: Iterator[bytes | str] = (
@@ -124,7 +157,7 @@ async def export(request: HTTPRequest) -> Stream:
 async def verify(request: HTTPRequest) -> Response[dict[str, Any]]:
     settings = services_of(request).settings.audit
     key = os.environ[settings.chain_key_env].encode() if settings.chain_key_env else None
-    reports = await asyncio.to_thread(verify_trail, _repo(request), key)
+    reports = await asyncio.to_thread(verify_trail, repo_of(request), key)
     chains = [
         {
             "chain_id": r.chain_id,
@@ -141,7 +174,7 @@ async def verify(request: HTTPRequest) -> Response[dict[str, Any]]:
 AUDIT = Router(
     path="/admin/audit",
     route_handlers=[list_events, show_event, stats, export, verify],
-    guards=[_require_admin],
+    guards=[require(Role.ADMIN, Role.AUDITOR)],
     include_in_schema=True,
 )
 
@@ -172,7 +205,7 @@ async def reload_policies(request: HTTPRequest) -> Response[dict[str, Any]]:
 @get("/versions/{version:str}")
 async def policy_version(request: HTTPRequest, version: FromPath[str]) -> dict[str, Any]:
     """A bundle as recorded when it was put in force: its files, exactly."""
-    found = await asyncio.to_thread(_repo(request).events, queries.policy_bundle(version))
+    found = await asyncio.to_thread(repo_of(request).events, queries.policy_bundle(version))
     if not found:
         raise NotFound(f"No policy bundle {version[:80]} in the audit store")
     event = found[0]
@@ -188,6 +221,6 @@ async def policy_version(request: HTTPRequest, version: FromPath[str]) -> dict[s
 POLICIES = Router(
     path="/admin/policies",
     route_handlers=[policy_status, reload_policies, policy_version],
-    guards=[_require_admin],
+    guards=[require(Role.ADMIN)],
     include_in_schema=True,
 )

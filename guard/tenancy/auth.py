@@ -92,6 +92,12 @@ class Authenticator:
         """Drop what is known of a key (it was revoked or changed here)."""
         self._cache.pop(key_id, None)
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop what is known of a tenant's keys (the tenant was changed here)."""
+        stale = [k for k, v in self._cache.items() if v.key and v.key.tenant_id == tenant_id]
+        for key_id in stale:
+            del self._cache[key_id]
+
     async def _stored(self, key_id: str, secret: str) -> Principal:
         loaded = await self._load(key_id)
         key = loaded.key
