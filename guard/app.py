@@ -40,6 +40,8 @@ from guard.registry.cards import ModelRegistry
 from guard.settings import LOG_FORMAT, Settings, load_settings
 from guard.telemetry.metrics import Metrics, NoMetrics
 from guard.tenancy.auth import Authenticator
+from guard.tenancy.gate import LimitGate
+from guard.tenancy.limits import open_counters
 from guard.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ def create_app(
             metrics=metrics or NoMetrics(),
             vault=vault,
             auth=_authenticator(settings, recorder),
+            limits=_limit_gate(settings),
         )
         app.state.recorder = recorder
         app.state.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -112,6 +115,7 @@ def create_app(
             await asyncio.shield(policies.aclose())
             await asyncio.shield(upstreams.aclose())
             await asyncio.shield(vault.aclose())
+            await asyncio.shield(app.state.services.limits.aclose())
             if recorder is not None:
                 await asyncio.shield(recorder.aclose())
 
@@ -146,6 +150,11 @@ def _authenticator(settings: Settings, recorder: AuditWriter | None) -> Authenti
     if not settings.auth.required:
         log.warning("auth: requests without an API key are served (auth.required: false)")
     return auth
+
+
+def _limit_gate(settings: Settings) -> LimitGate:
+    """Limits counted in Redis when a URL is set (replicas share them), else here."""
+    return LimitGate(open_counters(settings.limits.redis_url), settings.limits.on_store_error)
 
 
 def _metrics(

@@ -293,6 +293,19 @@ def from_record(rec: ExchangeRecord, store_text: StoreText) -> AuditEvent:
     )
 
 
+def tokens_used(rec: ExchangeRecord) -> int | None:
+    """Prompt and completion tokens of a finished exchange, counted as its audit event
+    counts them (the upstream's usage, else an estimate); None without an answer.
+    Runs on the request path only for a key or tenant with a token limit."""
+    if rec.card is None or rec.status >= 400:
+        return None
+    adapter = adapter_for(rec.route)
+    answers = _answer_bodies(rec, adapter)
+    request_texts = _request_texts(adapter, _json(rec.request_body))
+    usage, _ = _usage(rec, adapter, answers, request_texts, _joined_answer(rec, adapter, answers))
+    return sum(n for n in usage if n) or None
+
+
 def policy_event(
     version: str, outcome: str, reason: str, detail: dict[str, Any], started: float
 ) -> AuditEvent:

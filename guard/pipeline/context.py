@@ -18,6 +18,7 @@ from guard.policy.pseudonyms import Pseudonyms
 from guard.protocols.base import Adapter
 from guard.registry.cards import ModelCard
 from guard.tenancy import Principal, Tenant
+from guard.tenancy.gate import Held
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _STEPS_MAX = 256  # timed steps kept per exchange (a long stream scans many windows)
@@ -125,6 +126,7 @@ class Exchange:
     status: int = 0
     error_code: str | None = None
     ended: float = 0.0
+    held: Held | None = None  # what the exchange took from its key's and tenant's limits
 
     def __post_init__(self) -> None:
         if self.inbound.principal is not None:

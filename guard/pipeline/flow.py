@@ -1,6 +1,7 @@
 """The order of phases for one exchange, top to bottom. Everything else is called from here.
 
-admit (audit can record) → parse body → route model → the conversation's pseudonyms →
+admit (audit can record, the key passed) → parse body → route model → the key's and
+tenant's limits → the conversation's pseudonyms →
 scan input → decide → (block | rewrite, pseudonyms kept) → upstream → relay upstream
 errors | scan output and restore pseudonyms (buffered, or incrementally on streams) →
 client → audit event (whatever happened, errors included)
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from guard.audit.events import record_of, tokens_used
 from guard.detectors.base import Direction
 from guard.errors import (
     BadRequest,
@@ -40,6 +42,7 @@ from guard.protocols.base import OPAQUE, Adapter, TextRef, write_texts
 from guard.registry.cards import ModelRegistry
 from guard.settings import Settings
 from guard.tenancy.auth import Authenticator
+from guard.tenancy.gate import LimitGate
 from guard.upstream import UpstreamPool, UpstreamReply, forward
 from guard.upstream.forward import request_headers
 from guard.upstream.sse import EventSplitter
@@ -76,6 +79,7 @@ class Services:
     metrics: MetricsSink
     vault: Vault
     auth: Authenticator
+    limits: LimitGate
 
 
 async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -> Outbound:
@@ -83,6 +87,7 @@ async def run_exchange(inbound: Inbound, adapter: Adapter, services: Services) -
     ex = Exchange(inbound, adapter, Capture(services.settings.audit.max_text_bytes))
     with _recorded_on_error(ex, services):
         open_exchange(ex, services)
+        await take_limits(ex, services)
         await open_conversation(ex, services)
         await guard_input(ex)
         await keep_conversation(ex, services)
@@ -132,6 +137,9 @@ def _finished(ex: Exchange, services: Services, status: int, error_code: str | N
     ex.finish(status, error_code)
     services.audit.record(ex)
     services.metrics.observe(ex)
+    if ex.held is not None:
+        tokens = tokens_used(record_of(ex)) if ex.held.counts_tokens else None
+        services.limits.finish(ex.held, tokens)
 
 
 def _admit(ex: Exchange, services: Services) -> None:
@@ -174,6 +182,12 @@ def open_exchange(ex: Exchange, services: Services) -> None:
     ex.body, ex.model = body, model
     ex.guardrails = services.policies.current  # kept to the end, whatever reloads meanwhile
     ex.policy_version = ex.guardrails.version
+
+
+async def take_limits(ex: Exchange, services: Services) -> None:
+    """One request (and, for a stream, a stream slot) from the key's and the tenant's
+    limits, or 429; given back when the exchange is recorded (``_finished``)."""
+    ex.held = await services.limits.admit(ex.inbound.principal, ex.trace_id if ex.stream else None)
 
 
 async def open_conversation(ex: Exchange, services: Services) -> None:

@@ -1,0 +1,119 @@
+"""Limits applied to requests: a request counts against its key's limits and its
+tenant's, admitted by both or refused with 429 and Retry-After.
+
+What an exchange takes when admitted (``Held``) is given back when it is recorded:
+its stream slot freed, its tokens (from the answer's usage) added. That runs after
+the answer, in a task of its own, so a client never waits for the counters' store.
+A request with no key, or whose key and tenant have no limits, costs nothing here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from guard.errors import ClientFacingError, RateLimited
+from guard.settings import LimitSettings
+from guard.tenancy.limits import Counters, CountersUnavailable
+from guard.tenancy.tenants import Principal
+
+log = logging.getLogger(__name__)
+_COUNTED = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "concurrent_streams")
+_TOKENS = ("tokens_per_minute", "tokens_per_day")
+_WARN_EVERY_S = 60.0
+
+
+class LimitsUnavailable(ClientFacingError):
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What an admitted exchange took: given back by ``LimitGate.finish``."""
+
+    subjects: tuple[str, ...]
+    stream_id: str | None  # a stream slot is held under this id
+    counts_tokens: bool  # a token limit applies: add the answer's usage
+
+
+class LimitGate:
+    def __init__(self, counters: Counters, on_store_error: str = "allow") -> None:
+        self._counters = counters
+        self._refuse_on_error = on_store_error == "refuse"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warned = 0.0
+        self.store_errors = 0  # requests served without counting (on_store_error: allow)
+
+    async def admit(self, principal: Principal | None, stream_id: str | None) -> Held | None:
+        """Take one request (and a stream slot, for ``stream_id``) from the key and its
+        tenant; raise RateLimited when either is over a limit."""
+        subjects = _subjects(principal)
+        if not subjects:
+            return None
+        streams = stream_id if any(s[1].concurrent_streams for s in subjects) else None
+        try:
+            verdict = await self._counters.admit(subjects, streams)
+        except CountersUnavailable:
+            self._unavailable()
+            return None
+        if not verdict.allowed:
+            wait = max(verdict.retry_after_s, 0.001)
+            after = f"retry after {math.ceil(wait)} s"
+            raise RateLimited(
+                f"Rate limit reached: {verdict.limit} of {_whose(verdict.subject)}; {after}",
+                retry_after_s=wait,
+            )
+        tokens = any(getattr(limits, name) for _, limits in subjects for name in _TOKENS)
+        return Held(tuple(s for s, _ in subjects), streams, tokens)
+
+    def finish(self, held: Held, tokens: int | None) -> None:
+        """Give back what ``held`` took, after the answer (never blocks)."""
+        if held.stream_id is None and not (held.counts_tokens and tokens):
+            return
+        task = asyncio.get_running_loop().create_task(self._give_back(held, tokens))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._counters.aclose()
+
+    async def _give_back(self, held: Held, tokens: int | None) -> None:
+        try:
+            if held.stream_id is not None:
+                await self._counters.release_stream(held.subjects, held.stream_id)
+            if held.counts_tokens and tokens:
+                await self._counters.add_tokens(held.subjects, tokens)
+        except CountersUnavailable:
+            self._unavailable(refusing=False)
+
+    def _unavailable(self, *, refusing: bool = True) -> None:
+        self.store_errors += 1
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY_S:
+            self._warned = now
+            log.warning(
+                "limits: the counters' store cannot be reached (%d so far)", self.store_errors
+            )
+        if refusing and self._refuse_on_error:
+            raise LimitsUnavailable("Limits cannot be checked now; try again shortly")
+
+
+def _subjects(principal: Principal | None) -> list[tuple[str, LimitSettings]]:
+    if principal is None:
+        return []
+    pairs = [(f"key:{principal.key_id}", principal.key_limits)]
+    if principal.tenant is not None:
+        pairs.append((f"tenant:{principal.tenant.id}", principal.tenant_limits))
+    return [(s, lim) for s, lim in pairs if any(getattr(lim, name) for name in _COUNTED)]
+
+
+def _whose(subject: str | None) -> str:
+    kind, _, name = (subject or "").partition(":")
+    return f"{'tenant' if kind == 'tenant' else 'key'} {name}"
