@@ -1,9 +1,9 @@
 """guard's command line: serve, config check, models, licences, db; `guard audit`,
-`guard policy`, `guard scan` and `guard models pull` live in their own modules."""
+`guard policy`, `guard scan`, `guard models pull`, `guard tenants` and `guard keys`
+live in their own modules."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,10 +13,18 @@ import click
 from guard.app import CONFIG_ENV, configure_logging
 from guard.cli import common
 from guard.cli.audit import audit
-from guard.cli.common import config_option, load_or_exit, sa_errors, unreachable
+from guard.cli.common import (
+    config_option,
+    echo_json,
+    echo_table,
+    load_or_exit,
+    sa_errors,
+    unreachable,
+)
 from guard.cli.policy import check_bundle, policy
 from guard.cli.pull import pull
 from guard.cli.scan import scan
+from guard.cli.tenants import keys, tenants
 from guard.registry.cards import ModelCard
 from guard.registry.licences import CatalogueLicence, catalogue
 from guard.settings import ENV_PREFIX, Settings
@@ -119,9 +127,9 @@ def models(ctx: click.Context, config: Path | None, as_json: bool) -> None:
         return
     cards = [ModelCard.from_settings(model) for model in load_or_exit(config).models]
     if as_json:
-        _echo_json([_model_json(card) for card in cards])
+        echo_json([_model_json(card) for card in cards])
     else:
-        _echo_table(_MODEL_COLUMNS, [_model_row(card) for card in cards])
+        echo_table(_MODEL_COLUMNS, [_model_row(card) for card in cards])
 
 
 @main.command()
@@ -132,9 +140,9 @@ def licences(as_json: bool) -> None:
     Settings may override any term; `guard models` shows the terms in effect."""
     entries = catalogue().licences
     if as_json:
-        _echo_json([entry.model_dump(mode="json") for entry in entries])
+        echo_json([entry.model_dump(mode="json") for entry in entries])
     else:
-        _echo_table(_LICENCE_COLUMNS, [_licence_row(entry) for entry in entries])
+        echo_table(_LICENCE_COLUMNS, [_licence_row(entry) for entry in entries])
 
 
 def _model_json(card: ModelCard) -> dict[str, object]:
@@ -181,16 +189,6 @@ def _yes_no(value: bool) -> str:
 
 def _threshold(users: int | None) -> str:
     return f"{users:,}" if users is not None else "-"
-
-
-def _echo_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    # Tabs, not padding: the lines stay easy to cut and grep, and names never collide.
-    for row in (columns, *rows):
-        click.echo("\t".join(row))
-
-
-def _echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _check_schema(settings: Settings) -> None:
@@ -260,3 +258,5 @@ models.add_command(pull)
 main.add_command(audit)
 main.add_command(policy)
 main.add_command(scan)
+main.add_command(tenants)
+main.add_command(keys)

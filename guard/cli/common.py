@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,16 @@ config_option = click.option(
     default=None,
     help="YAML settings file (default: embedded defaults). GUARD_* variables override it.",
 )
+
+
+def echo_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    # Tabs, not padding: the lines stay easy to cut and grep, and names never collide.
+    for row in (columns, *rows):
+        click.echo("\t".join(row))
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def load_or_exit(path: Path | None) -> Settings:
