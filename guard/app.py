@@ -28,6 +28,7 @@ from guard.errors import (
     openai_error_body,
 )
 from guard.ingress import admin, health, manage, ollama, openai, telemetry
+from guard.ingress.asgi import refuse_ambiguous_paths
 from guard.ingress.common import HTTPRequest
 from guard.ingress.passthrough import passthrough_routes
 from guard.pipeline.flow import Services
@@ -119,7 +120,7 @@ def create_app(
             if recorder is not None:
                 await asyncio.shield(recorder.aclose())
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *openai.ROUTES,
             *ollama.ROUTES,
@@ -140,6 +141,9 @@ def create_app(
         logging_config=None,  # guard's command line configures logging, once per process
         openapi_config=OpenAPIConfig(title="guard", version=__version__),
     )
+    # Before routing, for every route: Litestar's own middleware runs after it.
+    app.asgi_handler = refuse_ambiguous_paths(app.asgi_handler)
+    return app
 
 
 def _authenticator(settings: Settings, recorder: AuditWriter | None) -> Authenticator:

@@ -7,6 +7,7 @@
         ├── NotFound                404  a path guard does not serve
         │   └── ModelNotFound       404  a model name that is not configured
         ├── BodyTooLarge            413  request body over server.max_body_bytes
+        ├── BodyTimeout             408  request body not sent within server.body_timeout
         ├── Unauthorized            401  no API key, or one that is wrong, revoked or expired
         ├── Forbidden               403  a valid key without the role the route needs
         ├── RateLimited             429  a tenant's or key's limit; carries Retry-After
@@ -83,6 +84,12 @@ class Unauthorized(ClientFacingError):
 
     def headers(self) -> dict[str, str]:
         return {"www-authenticate": 'Bearer realm="guard"'}
+
+
+class BodyTimeout(ClientFacingError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class Forbidden(ClientFacingError):

@@ -41,6 +41,11 @@ class ServerSettings(Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    body_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Seconds a client has to send a request's body once its headers are "
+        "in; a slower one gets 408 (a client trickling bytes holds nothing longer).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 

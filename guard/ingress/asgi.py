@@ -1,4 +1,5 @@
-"""Lean ASGI pieces for the hot path: a streaming response and disconnect handling.
+"""Lean ASGI pieces for the hot path: a streaming response, disconnect handling, and
+the refusal of ambiguous paths before routing.
 
 Litestar's own streaming response runs an anyio task group with two tasks per
 response; on a proxy that streams most answers, one watcher task is enough.
@@ -10,8 +11,19 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
-from litestar.types import Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
+
+from guard.errors import openai_error_body
 
 
 @dataclass(slots=True)
@@ -69,3 +81,49 @@ class StreamingResponse:
             await self.chunks.aclose()
             if self.on_close is not None:
                 await self.on_close()
+
+
+def refuse_ambiguous_paths(app: ASGIApp) -> ASGIApp:
+    """Refuse, before routing, a path that two servers could read as different paths:
+    encoded slashes or backslashes, dot segments, empty segments, NUL. guard routes
+    on the decoded path and forwards its own canonical route, so such a path could not
+    reach the model server as another route; it is refused all the same, as gateways
+    do, so that no proxy before or after guard reads it otherwise."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and ambiguous_path(scope.get("raw_path") or b""):
+            body = openai_error_body(
+                "The request path is ambiguous (encoded slashes, dot or empty segments)",
+                "invalid_request_error",
+                "invalid_path",
+                None,
+            )
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+            end: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": body,
+                "more_body": False,
+            }
+            await send(start)
+            await send(end)
+            return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+_AMBIGUOUS = (b"%2f", b"%5c", b"%00", b"\\", b"\x00", b"//")
+
+
+def ambiguous_path(raw: bytes) -> bool:
+    lowered = raw.lower()
+    if any(mark in lowered for mark in _AMBIGUOUS):
+        return True
+    return any(seg in {b".", b".."} for seg in unquote_to_bytes(raw).split(b"/"))

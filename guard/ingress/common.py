@@ -12,7 +12,14 @@ from litestar.exceptions import HTTPException
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp
 
-from guard.errors import AuthUnavailable, BodyTooLarge, ClientFacingError, Forbidden, Unauthorized
+from guard.errors import (
+    AuthUnavailable,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientFacingError,
+    Forbidden,
+    Unauthorized,
+)
 from guard.ingress.asgi import StreamingResponse, cancelled_on_disconnect
 from guard.pipeline.context import Inbound, Outbound
 from guard.pipeline.flow import Services, run_exchange
@@ -50,7 +57,10 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
         await _discard_body(request, cap, _DISCARD_S)
     else:
         try:
-            body = await request.body()
+            async with asyncio.timeout(services_of(request).settings.server.body_timeout):
+                body = await request.body()
+        except TimeoutError:
+            refused = BodyTimeout("The request body did not arrive in time")
         except HTTPException as exc:
             if exc.status_code != 413:
                 raise

@@ -263,7 +263,10 @@ async def send_upstream(ex: Exchange, services: Services) -> UpstreamReply:
     card = ex.card
     upstream = services.upstreams[card.upstream]
     content = ex.inbound.body
-    if ex.rewritten or card.upstream_model != card.name:
+    # What was scanned is what is sent: the body as guard parsed it, never the client's
+    # bytes, which another parser could read otherwise (a duplicated key, say).
+    scanned = bool(ex.scans[Direction.INPUT].detectors)
+    if ex.rewritten or scanned or card.upstream_model != card.name:
         ex.body["model"] = card.upstream_model
         content = msgspec.json.encode(ex.body)
     path = ex.adapter.route + (f"?{ex.inbound.query}" if ex.inbound.query else "")
