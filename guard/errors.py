@@ -154,10 +154,22 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class ErrorDetail(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """The OpenAI error envelope, as every /v1 and /admin route returns it (and as the
+    OpenAPI document declares it)."""
+
+    error: ErrorDetail
+
+
 def openai_error_body(message: str, type_: str, code: str | None, param: str | None) -> bytes:
-    """The OpenAI error envelope, as every /v1 route returns it."""
-    error = {"message": message, "type": type_, "param": param, "code": code}
-    return msgspec.json.encode({"error": error})
+    return msgspec.json.encode(ErrorBody(ErrorDetail(message, type_, param, code)))
 
 
 def ollama_error_body(message: str) -> bytes:

@@ -33,7 +33,7 @@ from guard.errors import (
     NotFound,
     Unauthorized,
 )
-from guard.ingress.common import HTTPRequest, services_of
+from guard.ingress.common import HTTPRequest, errors, services_of
 from guard.tenancy import Principal, Role, keys
 
 _MAX_LIMIT = 10_000
@@ -112,7 +112,7 @@ def _limit(request: HTTPRequest) -> int:
     return int(raw)
 
 
-@get("/events")
+@get("/events", responses=errors(400, 401, 403, 503))
 async def list_events(request: HTTPRequest) -> Response[Any]:
     """Events, newest first: ``format`` json (default), jsonl or csv."""
     repo, where = repo_of(request), _filter(request)
@@ -124,7 +124,7 @@ async def list_events(request: HTTPRequest) -> Response[Any]:
     return Response("".join(queries.render(events, fmt)), media_type=media)  # type: ignore[arg-type]
 
 
-@get("/events/{event_id:uuid}")
+@get("/events/{event_id:uuid}", responses=errors(400, 401, 403, 404, 503))
 async def show_event(request: HTTPRequest, event_id: FromPath[uuid.UUID]) -> dict[str, Any]:
     found = await asyncio.to_thread(repo_of(request).events, queries.one_event(event_id))
     if not found:
@@ -132,13 +132,13 @@ async def show_event(request: HTTPRequest, event_id: FromPath[uuid.UUID]) -> dic
     return queries.to_json(found[0])
 
 
-@get("/stats")
+@get("/stats", responses=errors(400, 401, 403, 503))
 async def stats(request: HTTPRequest) -> dict[str, Any]:
     repo, where = repo_of(request), _filter(request)
     return await asyncio.to_thread(queries.stats, repo, where)
 
 
-@get("/export")
+@get("/export", responses=errors(400, 401, 403, 503), media_type="application/x-ndjson")
 async def export(request: HTTPRequest) -> Stream:
     """An evidence file with every field and the chain hashes, streamed."""
     repo, where = repo_of(request), _filter(request)
@@ -153,7 +153,7 @@ async def export(request: HTTPRequest) -> Stream:
     return Stream(body, media_type=media)
 
 
-@get("/verify")
+@get("/verify", responses=errors(401, 403, 409, 503))
 async def verify(request: HTTPRequest) -> Response[dict[str, Any]]:
     settings = services_of(request).settings.audit
     key = os.environ[settings.chain_key_env].encode() if settings.chain_key_env else None
@@ -185,13 +185,13 @@ class NothingToReload(ClientFacingError):
     code = "fixed_policy"
 
 
-@get("/")
+@get("/", responses=errors(401, 403))
 async def policy_status(request: HTTPRequest) -> dict[str, Any]:
     """The bundle in force, its policies, and how the last load or reload went."""
     return services_of(request).policies.status()
 
 
-@post("/reload", status_code=200)
+@post("/reload", status_code=200, responses=errors(401, 403, 409, 422))
 async def reload_policies(request: HTTPRequest) -> Response[dict[str, Any]]:
     """Load, check and test the bundle's directory now; 422 if it was turned away."""
     try:
@@ -202,7 +202,7 @@ async def reload_policies(request: HTTPRequest) -> Response[dict[str, Any]]:
     return Response(attempt.as_json(), status_code=status)
 
 
-@get("/versions/{version:str}")
+@get("/versions/{version:str}", responses=errors(400, 401, 403, 404, 503))
 async def policy_version(request: HTTPRequest, version: FromPath[str]) -> dict[str, Any]:
     """A bundle as recorded when it was put in force: its files, exactly."""
     found = await asyncio.to_thread(repo_of(request).events, queries.policy_bundle(version))

@@ -7,8 +7,11 @@ import contextlib
 from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp
 
@@ -17,6 +20,7 @@ from guard.errors import (
     BodyTimeout,
     BodyTooLarge,
     ClientFacingError,
+    ErrorBody,
     Forbidden,
     Unauthorized,
 )
@@ -25,11 +29,38 @@ from guard.pipeline.context import Inbound, Outbound
 from guard.pipeline.flow import Services, run_exchange
 from guard.protocols import ADAPTERS
 from guard.tenancy import Principal, Role
+from guard.tenancy.auth import Authenticator
 
 HTTPRequest = Request[Any, Any, State]
 _DISCARD_MIN = 1024 * 1024  # a refused body is drained up to this (or the limit, if larger)
 _DISCARD_S = 2.0  # a body declared too large: the client is sending it now
 _DISCARD_REST_S = 0.25  # a body found too large while reading: there may be no more
+
+
+_ERROR_TEXT = {
+    400: "The request is malformed or asks for something guard cannot do",
+    401: "No API key where one is required, or one that is wrong, revoked or expired",
+    403: "A key whose role may not use this route, or a policy block",
+    404: "No such model, or no such thing to show or change",
+    408: "The body did not arrive within server.body_timeout",
+    409: "It conflicts with what is there (a tenant that exists; a failed check)",
+    413: "The body is over the server's, the tenant's or the key's limit",
+    422: "The policy bundle was turned away",
+    429: "A tenant's or key's limit was reached; Retry-After says when to retry",
+    502: "The model server could not be reached",
+    503: "Keys, limits, the audit trail or pseudonyms cannot be checked or kept",
+    504: "The model server did not answer in time",
+}
+
+
+def errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors a route answers with, all in the OpenAI envelope."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody, description=_ERROR_TEXT[status], generate_examples=False
+        )
+        for status in statuses
+    }
 
 
 def services_of(request: HTTPRequest) -> Services:
@@ -44,7 +75,7 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
     exchange before refusing it."""
     scope = request.scope
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-    principal, refused = await _authenticate(request, headers)
+    principal, refused = await _authenticate(services_of(request).auth, headers)
     limit = _body_limit(services_of(request).settings.server.max_body_bytes, principal)
     declared = next((v for k, v in headers if k.lower() == "content-length"), "")
     too_large = BodyTooLarge(f"The request body is over the limit of {limit} bytes")
@@ -81,12 +112,22 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
     )
 
 
+async def client_key(
+    connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+) -> None:
+    """A route guard for what guard answers itself on the model routes (the model
+    lists): the key rule of an exchange, without an exchange."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in connection.scope["headers"]]
+    _, refused = await _authenticate(connection.app.state.services.auth, headers)
+    if refused is not None:
+        raise refused
+
+
 async def _authenticate(
-    request: HTTPRequest, headers: list[tuple[str, str]]
+    auth: Authenticator, headers: list[tuple[str, str]]
 ) -> tuple[Principal | None, ClientFacingError | None]:
     """The request's key, or why it is refused: no key where one is required, a key
     that fails, or one whose role may not call models."""
-    auth = services_of(request).auth
     given = [v for k, v in headers if k.lower() == "authorization"]
     if len(given) > 1:
         return None, Unauthorized("Send one Authorization header")

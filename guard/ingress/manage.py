@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from litestar import Router, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
@@ -19,7 +19,8 @@ from guard.db.repository import DatabaseUnavailable
 from guard.db.tenants import TenantExists, TenantRepository, UnknownTenant
 from guard.errors import AuditUnavailable, BadRequest, ClientFacingError, NotFound
 from guard.ingress.admin import actor, repo_of, require
-from guard.ingress.common import HTTPRequest, services_of
+from guard.ingress.common import HTTPRequest, errors, services_of
+from guard.settings import LimitSettings, TenantId
 from guard.tenancy import Role, manage
 
 T = TypeVar("T")
@@ -36,9 +37,9 @@ class _Body(BaseModel):
 
 
 class TenantCreate(_Body):
-    id: str = Field(max_length=64)
+    id: TenantId
     attributes: dict[str, Any] = Field(default_factory=dict)
-    limits: dict[str, int] = Field(default_factory=dict)
+    limits: LimitSettings = LimitSettings()
 
 
 class TenantChange(_Body):
@@ -48,11 +49,11 @@ class TenantChange(_Body):
 
 
 class KeyCreate(_Body):
-    tenant: str | None = Field(default=None, max_length=64)
-    role: str = "client"
+    tenant: TenantId | None = Field(default=None, description="Client keys only.")
+    role: Literal["client", "admin", "auditor"] = "client"
     name: str = Field(default="", max_length=128)
-    expires_at: datetime | None = None
-    limits: dict[str, int] = Field(default_factory=dict)
+    expires_at: datetime | None = Field(default=None, description="In the future.")
+    limits: LimitSettings = LimitSettings()
 
 
 def _store(request: HTTPRequest) -> TenantRepository:
@@ -88,15 +89,16 @@ async def _recorded(request: HTTPRequest, action: str, detail: dict[str, Any]) -
     )
 
 
-@get("/tenants")
+@get("/tenants", responses=errors(401, 403, 503))
 async def list_tenants(request: HTTPRequest) -> dict[str, Any]:
     found = await _call(_store(request).tenants)
     return {"data": [manage.tenant_view(t) for t in found]}
 
 
-@post("/tenants", status_code=201)
+@post("/tenants", status_code=201, responses=errors(400, 401, 403, 409, 503))
 async def create_tenant(request: HTTPRequest, data: JSONBody[TenantCreate]) -> dict[str, Any]:
-    made = await _call(manage.create_tenant, _store(request), data.id, data.attributes, data.limits)
+    limits = data.limits.model_dump(exclude_none=True)
+    made = await _call(manage.create_tenant, _store(request), data.id, data.attributes, limits)
     await _recorded(
         request,
         "tenants.create",
@@ -105,7 +107,7 @@ async def create_tenant(request: HTTPRequest, data: JSONBody[TenantCreate]) -> d
     return manage.tenant_view(made)
 
 
-@get("/tenants/{tenant_id:str}")
+@get("/tenants/{tenant_id:str}", responses=errors(400, 401, 403, 404, 503))
 async def show_tenant(request: HTTPRequest, tenant_id: FromPath[str]) -> dict[str, Any]:
     found = await _call(_store(request).tenant, tenant_id)
     if found is None:
@@ -113,7 +115,7 @@ async def show_tenant(request: HTTPRequest, tenant_id: FromPath[str]) -> dict[st
     return manage.tenant_view(found)
 
 
-@patch("/tenants/{tenant_id:str}")
+@patch("/tenants/{tenant_id:str}", responses=errors(400, 401, 403, 404, 503))
 async def change_tenant(
     request: HTTPRequest, tenant_id: FromPath[str], data: JSONBody[TenantChange]
 ) -> dict[str, Any]:
@@ -138,14 +140,14 @@ async def change_tenant(
     return manage.tenant_view(changed)
 
 
-@get("/keys")
+@get("/keys", responses=errors(401, 403, 503))
 async def list_keys(request: HTTPRequest) -> dict[str, Any]:
     tenant = request.query_params.get("tenant")
     found = await _call(_store(request).keys, tenant)
     return {"data": [manage.key_view(k) for k in found]}
 
 
-@post("/keys", status_code=201)
+@post("/keys", status_code=201, responses=errors(400, 401, 403, 404, 503))
 async def create_key(request: HTTPRequest, data: JSONBody[KeyCreate]) -> dict[str, Any]:
     """A new key: the response holds it (``key``) once; guard keeps only its hash."""
     record, token = await _call(
@@ -155,14 +157,14 @@ async def create_key(request: HTTPRequest, data: JSONBody[KeyCreate]) -> dict[st
         role=data.role,
         name=data.name,
         expires_at=data.expires_at,
-        limits=data.limits,
+        limits=data.limits.model_dump(exclude_none=True),
     )
     detail = {"key": record.id, "tenant": record.tenant_id, "role": record.role}
     await _recorded(request, "keys.create", detail)
     return {"key": token, **manage.key_view(record)}
 
 
-@delete("/keys/{key_id:str}", status_code=200)
+@delete("/keys/{key_id:str}", status_code=200, responses=errors(400, 401, 403, 404, 503))
 async def revoke_key(request: HTTPRequest, key_id: FromPath[str]) -> dict[str, Any]:
     revoked = await _call(_store(request).revoke_key, key_id)
     if revoked is None:

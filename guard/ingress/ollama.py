@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import get, post
 from litestar.types import ASGIApp
 
-from guard.ingress.common import HTTPRequest, guarded, services_of
+from guard.ingress.common import HTTPRequest, client_key, guarded, services_of
 
 
 @post("/api/chat", status_code=200)
@@ -23,7 +23,7 @@ async def embed(request: HTTPRequest) -> ASGIApp:
     return await guarded(request, "/api/embed")
 
 
-@get("/api/tags")
+@get("/api/tags", guards=[client_key])
 async def tags(request: HTTPRequest) -> dict[str, object]:
     started = request.app.state.started_at
     return {

@@ -57,7 +57,7 @@ def test_keys_made_through_the_api_work_and_are_shown_once(server, upstream, key
     assert {k["role"] for k in listed} == {"admin", "auditor", "client"}
     text = str(listed)
     for token in keys.values():
-        assert token not in text and token.rsplit("_", 1)[1] not in text
+        assert token not in text and token.split("_", 2)[2] not in text
     assert not {"key", "hash", "salt"} & {name for k in listed for name in k}
     assert [k["tenant"] for k in listed if k["role"] == "client"] == ["acme"]
 
@@ -123,7 +123,7 @@ def test_a_key_revoked_through_the_api_stops_at_once_and_the_action_is_recorded(
     ] * 3
     text = str([e.detail for e in events])
     for token in keys.values():
-        assert token.rsplit("_", 1)[1] not in text
+        assert token.split("_", 2)[2] not in text
 
 
 def test_a_tenant_change_reaches_the_next_request_at_once(server, upstream, keys):

@@ -103,18 +103,24 @@ def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
     the whole response."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks)):
-                break
-        return b"".join(chunks)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response (its Content-Length worth of body), or what came before the
+    connection closed or went quiet."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks)):
+            break
+    return b"".join(chunks)
 
 
 def _complete(response: bytes) -> bool:

@@ -147,3 +147,12 @@ def test_ambiguous_paths_are_refused_before_routing(strict, sealed, suite_keys, 
     response = raw_request(strict.port, request.encode() + CHAT)
     assert status_of(response) == 400, response[:200]
     assert b'"code":"invalid_path"' in response
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/api/tags"])
+def test_model_lists_take_the_same_keys_as_the_models(strict, sealed, suite_keys, path):
+    assert httpx.get(f"{strict.url}{path}").status_code == 401
+    assert httpx.get(f"{strict.url}{path}", headers=bearer(suite_keys.revoked)).status_code == 401
+    assert httpx.get(f"{strict.url}{path}", headers=bearer(suite_keys.admin)).status_code == 403
+    listed = httpx.get(f"{strict.url}{path}", headers=bearer(suite_keys.client))
+    assert listed.status_code == 200 and "m1" in listed.text

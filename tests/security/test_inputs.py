@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings
-from tests.security.conftest import raw_request, status_of
+from tests.security.conftest import raw_request, read_response, status_of
 
 CARD = "4111 1111 1111 1111"
 
@@ -170,7 +170,7 @@ def test_a_client_sending_its_body_slowly_gets_408_and_others_are_served(
     sealed.allow(3)
     worker = threading.Thread(target=others)
     worker.start()
-    response = slow.recv(65536)
+    response = read_response(slow)
     slow.close()
     worker.join(10)
     assert status_of(response) == 408
