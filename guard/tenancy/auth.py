@@ -27,7 +27,7 @@ from guard.errors import AuthUnavailable, Unauthorized
 from guard.settings import AuthSettings, LimitSettings, TenantSettings
 from guard.tenancy import keys
 from guard.tenancy.keys import Role
-from guard.tenancy.tenants import NO_LIMITS, Principal, Tenant
+from guard.tenancy.tenants import NO_LIMITS, Principal, Tenant, principal
 
 log = logging.getLogger(__name__)
 _CACHE_MAX = 10_000
@@ -37,8 +37,7 @@ _CACHE_MAX = 10_000
 class _Loaded:
     at: float  # clock time of the read
     key: KeyRecord | None  # None: no such key
-    tenant: Tenant | None
-    tenant_limits: LimitSettings
+    principal: Principal | None  # what the key is, made once per read
 
 
 class Authenticator:
@@ -60,7 +59,7 @@ class Authenticator:
         self._config: dict[bytes, Principal] = {}
         for key in settings.keys:
             tenant = by_id.get(key.tenant) if key.tenant else None
-            self._config[_digest(os.environ.get(key.key_env, ""))] = Principal(
+            self._config[_digest(os.environ.get(key.key_env, ""))] = principal(
                 key.id,
                 Role(key.role),
                 _tenant(tenant.id, tenant.attributes) if tenant else None,
@@ -108,13 +107,8 @@ class Authenticator:
             raise Unauthorized("This API key has been revoked")
         if key.expires_at is not None and datetime.now(UTC) >= key.expires_at:
             raise Unauthorized("This API key has expired")
-        return Principal(
-            key.id,
-            Role(key.role),
-            loaded.tenant,
-            _limits(key.limits),
-            loaded.tenant_limits,
-        )
+        assert loaded.principal is not None  # noqa: S101  # made with every key read
+        return loaded.principal
 
     async def _load(self, key_id: str) -> _Loaded:
         cached = self._cache.get(key_id)
@@ -143,21 +137,23 @@ class Authenticator:
 
     async def _read(self, key_id: str) -> _Loaded:
         if self._repo is None:  # no database: settings keys only
-            return _Loaded(self._clock(), None, None, NO_LIMITS)
+            return _Loaded(self._clock(), None, None)
         try:
             found = await asyncio.to_thread(self._repo.key, key_id)
         except DatabaseUnavailable as exc:
             log.warning("auth: cannot read API keys from the database (%s)", exc)
             raise AuthUnavailable("API keys cannot be checked now; try again shortly") from None
         if found is None:
-            return _Loaded(self._clock(), None, None, NO_LIMITS)
+            return _Loaded(self._clock(), None, None)
         key, tenant = found
-        return _Loaded(
-            self._clock(),
-            key,
+        made = principal(
+            key.id,
+            Role(key.role),
             _tenant(tenant.id, tenant.attributes) if tenant else None,
+            _limits(key.limits),
             _limits(tenant.limits) if tenant else NO_LIMITS,
         )
+        return _Loaded(self._clock(), key, made)
 
 
 def tenant_of(record: TenantRecord) -> Tenant:

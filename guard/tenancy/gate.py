@@ -16,13 +16,10 @@ import time
 from dataclasses import dataclass
 
 from guard.errors import ClientFacingError, RateLimited
-from guard.settings import LimitSettings
 from guard.tenancy.limits import Counters, CountersUnavailable
 from guard.tenancy.tenants import Principal
 
 log = logging.getLogger(__name__)
-_COUNTED = ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "concurrent_streams")
-_TOKENS = ("tokens_per_minute", "tokens_per_day")
 _WARN_EVERY_S = 60.0
 
 
@@ -51,11 +48,12 @@ class LimitGate:
 
     async def admit(self, principal: Principal | None, stream_id: str | None) -> Held | None:
         """Take one request (and a stream slot, for ``stream_id``) from the key and its
-        tenant; raise RateLimited when either is over a limit."""
-        subjects = _subjects(principal)
-        if not subjects:
+        tenant; raise RateLimited when either is over a limit. None: nothing to give
+        back later (no limits, or only requests per minute)."""
+        if principal is None or not principal.counted:
             return None
-        streams = stream_id if any(s[1].concurrent_streams for s in subjects) else None
+        subjects = principal.counted
+        streams = stream_id if principal.counts_streams else None
         try:
             verdict = await self._counters.admit(subjects, streams)
         except CountersUnavailable:
@@ -68,8 +66,9 @@ class LimitGate:
                 f"Rate limit reached: {verdict.limit} of {_whose(verdict.subject)}; {after}",
                 retry_after_s=wait,
             )
-        tokens = any(getattr(limits, name) for _, limits in subjects for name in _TOKENS)
-        return Held(tuple(s for s, _ in subjects), streams, tokens)
+        if streams is None and not principal.counts_tokens:
+            return None
+        return Held(tuple(s for s, _ in subjects), streams, principal.counts_tokens)
 
     def finish(self, held: Held, tokens: int | None) -> None:
         """Give back what ``held`` took, after the answer (never blocks)."""
@@ -103,15 +102,6 @@ class LimitGate:
             )
         if refusing and self._refuse_on_error:
             raise LimitsUnavailable("Limits cannot be checked now; try again shortly")
-
-
-def _subjects(principal: Principal | None) -> list[tuple[str, LimitSettings]]:
-    if principal is None:
-        return []
-    pairs = [(f"key:{principal.key_id}", principal.key_limits)]
-    if principal.tenant is not None:
-        pairs.append((f"tenant:{principal.tenant.id}", principal.tenant_limits))
-    return [(s, lim) for s, lim in pairs if any(getattr(lim, name) for name in _COUNTED)]
 
 
 def _whose(subject: str | None) -> str:
