@@ -18,7 +18,9 @@ def fold_phrase(phrase: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", phrase).casefold().split())
 
 
-# Where a fold changed the length: folded[f:f + w] came from original[o:o + n].
+# Where a fold changed the length: folded[f:f + w] came from original[o:o + n]. A
+# fold that drops characters (guard.detectors.pii.normalize drops invisible ones)
+# has pieces with w == 0, each before the piece of the character that follows.
 Piece: TypeAlias = tuple[int, int, int, int]
 
 
@@ -27,7 +29,9 @@ class Folded:
     """A folded text, and the way back to the original's offsets: ``pieces`` lists,
     in order, each place where the fold changed the length (``ß`` became ``ss``, a
     decomposed accent became one character); between them one character stands for
-    one. ASCII text, most text, has none."""
+    one. ASCII text, most text, has none. A span maps to the original from its first
+    character's origin to its last's: dropped characters inside it are in it, those
+    before or after it are not."""
 
     text: str
     pieces: Sequence[Piece] = ()
@@ -91,10 +95,14 @@ def _char_classes() -> tuple[re.Pattern[str], re.Pattern[str]]:
     its own."""
     changed = [c for c in range(0x10000) if _nfkc(chr(c)) != chr(c)]
     wide = [c for c in range(0x10000) if len(_fold_char(chr(c))) > 1]
-    return re.compile(_char_class(changed)), re.compile(_char_class(wide))
+    return re.compile(char_class(changed, ASTRAL)), re.compile(char_class(wide, ASTRAL))
 
 
-def _char_class(codes: list[int]) -> str:
+ASTRAL = "\U00010000-\U0010ffff"
+
+
+def char_class(codes: list[int], extra: str = "") -> str:
+    """A regex class of ``codes`` as ranges, and ``extra`` (more ranges, already escaped)."""
     ranges: list[list[int]] = []
     for code in codes:
         if ranges and ranges[-1][1] == code - 1:
@@ -105,7 +113,7 @@ def _char_class(codes: list[int]) -> str:
         re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
         for a, b in ranges
     )
-    return f"[{body}\U00010000-\U0010ffff]"
+    return f"[{body}{extra}]"
 
 
 def _nfkc_per_char(text: str) -> str | None:

@@ -7,6 +7,13 @@ recognizer's ``analyze`` itself and applies, as the engine does, context words
 (a word among the five before a match raises its score by 0.35, to at least
 0.4), score thresholds and allow lists; where two findings overlap, the higher
 score (then the longer span) wins.
+
+A text that is not pure ASCII is scanned as guard.detectors.pii.normalize makes it
+(NFKC, invisible characters dropped, digits of every script and Latin look-alike
+letters made ASCII), and what is found there is reported at its span in the
+original. The texts of one request are also scanned where each meets the next, so
+that a value split between two messages (or two tool-call arguments) is found: the
+value is reported once in each text, each part at its own span.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import itertools
 import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import regex
@@ -26,6 +34,7 @@ from presidio_analyzer import EntityRecognizer
 
 from guard.detectors.base import Direction, Finding, ScanContext
 from guard.detectors.pii.ner import NER_ENTITIES, Ner
+from guard.detectors.pii.normalize import normalize, prepare
 from guard.detectors.pii.recognizers import patterns_of
 from guard.detectors.pii.runners import (
     CONTEXT_BOOST,
@@ -45,6 +54,9 @@ CONTEXT_WORDS_BEFORE = 5
 MAX_HOLD = 256  # the most a stream's tail is held back for one value
 CACHE_TEXTS = 4096  # texts whose findings are kept
 CACHE_CHARS = 16 * 1024  # longer texts are always scanned
+# Cache keys of the places where two texts meet, apart from those of whole texts:
+# the same characters are scanned there without NER.
+_JUNCTION = b"pii-junction"
 _REGEX_TIMEOUT_S = 1.0
 _WORD = re.compile(r"\w+")  # re finds words in twice the speed of regex
 # Where NER is in play, a run of capitalised words at the end of a stream's text
@@ -95,6 +107,7 @@ class PiiDetector:
         self._lock = threading.Lock()  # long texts are scanned in worker threads
         tails = [p for rec in recognizers for p in patterns_of(rec)]
         self._tails = tuple(tails + ([_NAME_TAIL] if ner is not None else []))
+        prepare()
 
     @property
     def ner_model(self) -> str | None:
@@ -125,54 +138,124 @@ class PiiDetector:
         return found if found is not None else await asyncio.to_thread(self.scan, tuple(texts))
 
     def scan(self, texts: Sequence[str]) -> list[Finding]:
-        return [
+        found = [
             Finding(NAME, r.entity_type, round(r.score, 4), index, (r.start, r.end))
             for index, text in enumerate(texts)
             for r in self.analyze(text)
         ]
+        if len(texts) < 2:
+            return found
+        reported = set(found)
+        if across := [f for f in self._across(texts) if f not in reported]:
+            found = sorted(found + across, key=lambda f: (f.text_index, f.span))
+        return found
 
     def analyze(self, text: str) -> list[Hit]:
         """Every finding in ``text`` at or above its entity's threshold, by position."""
+        return self._cached(text, self._analyze)
+
+    def _cached(
+        self, text: str, scan: Callable[[str], list[Hit]], person: bytes = b""
+    ) -> list[Hit]:
         if len(text) > CACHE_CHARS:
-            return self._analyze(text)
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            return scan(text)
+        data = text.encode("utf-8", "surrogatepass")
+        key = hashlib.blake2b(data, digest_size=16, person=person).digest()
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return list(map(Hit._make, cached))
-        found = self._analyze(text)
+        found = scan(text)
         with self._lock:
             self._cache[key] = tuple((h[0], h[1], h[2], h[3]) for h in found)
             if len(self._cache) > CACHE_TEXTS:
                 self._cache.popitem(last=False)
         return found
 
-    def _analyze(self, text: str) -> list[Hit]:
+    def _analyze(self, text: str, *, ner: bool = True) -> list[Hit]:
+        seen = normalize(text)  # None for ASCII text, at the cost of one isascii()
+        if seen is None:
+            results = self._hits(text, text if ner else None)
+        else:
+            results = [
+                r._replace(start=start, end=end)
+                for r in self._hits(seen.text, seen.clean if ner else None)
+                if r.end > r.start
+                for start, end in [seen.original_span(r.start, r.end)]
+            ]
+        # Allow lists are held to the original value: a look-alike of an allowed
+        # address is another address.
+        kept = [r for r in results if self._reported(text, r)]
+        return sorted(_without_overlaps(kept), key=lambda r: (r.start, r.end))
+
+    def _hits(self, text: str, ner_text: str | None) -> list[Hit]:
         results: list[Hit] = []
         scanned = Text(text)
         for rec in self._recognizers:
             for hit in rec.run(scanned):
                 boost = rec.context and hit.score < 1.0
                 results.append(_boosted(text, hit, rec.context) if boost else hit)
-        if self._ner is not None:
+        if self._ner is not None and ner_text is not None:
             results.extend(
-                Hit(r.entity_type, r.start, r.end, r.score) for r in self._ner.analyze(text)
+                Hit(r.entity_type, r.start, r.end, r.score) for r in self._ner.analyze(ner_text)
             )
-        kept = [r for r in results if self._reported(text, r)]
-        return sorted(_without_overlaps(kept), key=lambda r: (r.start, r.end))
+        return results
+
+    def _across(self, texts: Sequence[str]) -> list[Finding]:
+        """Values that run from one text into the next, one finding per text each.
+
+        Around each place where one text meets the next, the ``MAX_HOLD``
+        characters before are joined directly to the ``MAX_HOLD`` after and
+        scanned with the pattern recognizers (an NER model reads sentences, not
+        fragments glued together); only values that cross a junction count, so
+        none found in one text is reported twice. Junctions closer than
+        ``MAX_HOLD`` (a short text between) share one window, so that no character
+        is scanned more than about twice however many short texts a request holds.
+
+        Where a text ends a sentence with a full stop and the next starts with a
+        letter, only values a recognizer validated (a checksum, a known domain)
+        are taken across: joined, ``Thanks.`` and ``Can you`` match the URL
+        pattern. A word that ends one text may still join a validated value that
+        starts the next (``thanks.`` and ``bob@example.com``); it is reported
+        with it, as a split value's first half would be."""
+        joined = "".join(texts)
+        starts = list(itertools.accumulate(map(len, texts), initial=0))
+        junctions = sorted({s for s in starts if 0 < s < len(joined)})
+        breaks = {at for at in junctions if joined[at - 1] == "." and joined[at].isalpha()}
+        crossing: list[Hit] = []
+        for lo, hi in _windows(junctions, len(joined)):
+            for hit in self._cached(joined[lo:hi], self._junction, _JUNCTION):
+                start, end = hit.start + lo, hit.end + lo
+                crossed = junctions[
+                    bisect.bisect_right(junctions, start) : bisect.bisect_left(junctions, end)
+                ]
+                if crossed and (hit.score >= 1.0 or breaks.isdisjoint(crossed)):
+                    crossing.append(Hit(hit.entity_type, start, end, hit.score))
+        return [part for hit in _without_overlaps(crossing) for part in _parts(hit, starts)]
+
+    def _junction(self, text: str) -> list[Hit]:
+        return self._analyze(text, ner=False)
 
     def holdback(self, text: str) -> int:
         """How many trailing characters of ``text`` may still be (part of) a value
-        once more text follows: the tail a stream must hold back."""
+        once more text follows: the tail a stream must hold back. A tail that is
+        not ASCII is read as the recognizers read it (normalized)."""
         tail = text[-MAX_HOLD:]
+        seen = normalize(tail)
+        if seen is None:
+            return len(tail) - self._pending(tail)
+        return len(tail) - seen.original_index(self._pending(seen.text))
+
+    def _pending(self, tail: str) -> int:
+        """Where the part of ``tail`` that may still be (part of) a value starts."""
         start = len(tail)
         for pattern in self._tails:
             for match in pattern.finditer(tail, partial=True, timeout=_REGEX_TIMEOUT_S):
                 if match.end() == len(tail) and match.end() > match.start():
                     start = min(start, match.start())
                     break
-        return len(tail) - start
+        return start
 
     def _reported(self, text: str, result: Hit) -> bool:
         threshold = self._thresholds.get(result.entity_type)
@@ -196,6 +279,32 @@ def _boosted(text: str, result: Hit, context: frozenset[str]) -> Hit:
         score = min(1.0, max(result.score + CONTEXT_BOOST, CONTEXT_FLOOR))
         return Hit(result.entity_type, result.start, result.end, score)
     return result
+
+
+def _windows(junctions: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """Where to scan for values across junctions: ``MAX_HOLD`` characters either
+    side of each, one window for junctions fewer than ``MAX_HOLD`` apart."""
+    windows: list[tuple[int, int]] = []
+    for k, at in enumerate(junctions):
+        if k and at - junctions[k - 1] < MAX_HOLD:
+            windows[-1] = (windows[-1][0], min(size, at + MAX_HOLD))
+        else:
+            windows.append((max(0, at - MAX_HOLD), min(size, at + MAX_HOLD)))
+    return windows
+
+
+def _parts(hit: Hit, starts: Sequence[int]) -> list[Finding]:
+    """A value found in texts joined (``starts``: where each text begins, and the
+    end) as one finding per text it lies in, each at its own span there."""
+    out: list[Finding] = []
+    index = bisect.bisect_right(starts, hit.start) - 1
+    while index < len(starts) - 1 and starts[index] < hit.end:
+        begin, end = starts[index], starts[index + 1]
+        if max(hit.start, begin) < min(hit.end, end):  # an empty text has no part
+            span = (max(hit.start, begin) - begin, min(hit.end, end) - begin)
+            out.append(Finding(NAME, hit.entity_type, round(hit.score, 4), index, span))
+        index += 1
+    return out
 
 
 def _without_overlaps(results: list[Hit]) -> list[Hit]:
