@@ -91,3 +91,58 @@ def test_a_streamed_card_with_invisible_characters_is_masked_and_never_sent_in_p
     ]
     assert "".join(pieces) == f"Your card is {mask(card)} on file."
     assert not any("4111" in piece for piece in pieces)
+
+
+def tool_call(call_id, arguments):
+    function = {"name": "charge", "arguments": arguments}
+    return {"id": call_id, "type": "function", "function": function}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        pytest.param(
+            [
+                {"role": "user", "content": "Charge my card."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        tool_call("c1", '{"card": "4111 1111'),
+                        tool_call("c2", ' 1111 1111"}'),
+                    ],
+                },
+            ],
+            id="split-between-tool-call-arguments",
+        ),
+        pytest.param(
+            [
+                {"role": "user", "content": "My card starts 4111 1111"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    # arguments are any string: the second half, as it is
+                    "tool_calls": [tool_call("c1", " 1111 1111")],
+                },
+            ],
+            id="split-between-a-message-and-tool-call-arguments",
+        ),
+        pytest.param(
+            [
+                {"role": "user", "content": "Charge the card in the tool result."},
+                {"role": "tool", "tool_call_id": "c1", "content": f"card={full_width('4111')} "},
+                {"role": "tool", "tool_call_id": "c2", "content": "1111 1111 1111"},
+            ],
+            id="split-between-tool-results",
+        ),
+    ],
+)
+def test_a_card_split_into_tool_calls_is_refused_before_the_model(guard, upstream, messages):
+    r = httpx.post(
+        f"{guard.url}/v1/chat/completions",
+        json={"model": "m1", "messages": messages},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "content_policy_violation"
+    assert upstream.requests == []
