@@ -5,19 +5,25 @@ alike; this module only turns the command line into its arguments, its errors in
 exit codes (2: input that can never be stored; 1: the database's state says no), and
 records every change as an admin audit event. A new key goes to stdout alone, so
 ``KEY=$(guard keys create ...)`` captures exactly the key; notes go to stderr.
+
+With ``--server URL`` the same commands go to a running guard's admin API
+(``guard.cli.remote``) with the admin key in GUARD_API_KEY, never on the command
+line; the server checks the key's role and records the change. Both backends return
+manage's views, which the commands print alike.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import click
 
@@ -27,8 +33,10 @@ from guard.tenancy.keys import Role
 
 if TYPE_CHECKING:
     from guard.db.repository import AuditRepository
-    from guard.db.tenants import KeyRecord, TenantRecord, TenantRepository
+    from guard.db.tenants import TenantRepository
     from guard.settings import AuditSettings
+
+_View = dict[str, Any]
 
 # Table columns, and the fields of tenant_view and key_view they show.
 _TENANT_COLUMNS = ("ID", "ATTRIBUTES", "LIMITS", "CREATED", "UPDATED")
@@ -45,6 +53,16 @@ _attr_option = click.option(
     multiple=True,
     metavar="NAME=VALUE",
     help="An attribute policies read as tenant.NAME; VALUE is YAML: false, 10, gold, [a, b].",
+)
+
+
+_server_option = click.option(
+    "--server",
+    envvar="GUARD_SERVER",
+    default=None,
+    metavar="URL",
+    help="A running guard's URL: use its admin API, with the admin key in GUARD_API_KEY, "
+    "instead of the database.",
 )
 
 
@@ -81,12 +99,45 @@ def _translated() -> Iterator[None]:
         _fail(f"the audit database refused this ({exc}); is its schema current?", 1)
 
 
+class _Backend(Protocol):
+    """Where the commands' work is done: the database itself (``_Local``) or a running
+    guard's admin API (``remote.Remote``). Both return manage's views."""
+
+    def tenants(self) -> list[_View]: ...
+
+    def create_tenant(
+        self, tenant_id: str, attributes: dict[str, Any], limits: Mapping[str, str | None]
+    ) -> _View: ...
+
+    def set_tenant(
+        self,
+        tenant_id: str,
+        attributes: dict[str, Any],
+        unset: tuple[str, ...],
+        limits: Mapping[str, str | None],
+    ) -> _View: ...
+
+    def create_key(
+        self,
+        *,
+        tenant_id: str | None,
+        role: str,
+        name: str,
+        expires_at: datetime | None,
+        limits: Mapping[str, str | None],
+    ) -> tuple[_View, str]: ...
+
+    def keys(self, tenant_id: str | None) -> list[_View]: ...
+
+    def revoke_key(self, key_id: str) -> tuple[_View, bool]: ...
+
+
 @dataclass(frozen=True, slots=True)
-class _Store:
+class _Local:
     """One database's tenants and keys, and its audit trail, where each change to
     them is recorded."""
 
-    tenants: TenantRepository
+    repo: TenantRepository
     audit: AuditRepository
     settings: AuditSettings
 
@@ -95,15 +146,125 @@ class _Store:
 
         record_admin_action(self.audit, self.settings, action, detail)
 
+    def tenants(self) -> list[_View]:
+        from guard.tenancy.manage import tenant_view  # noqa: PLC0415
+
+        return [tenant_view(tenant) for tenant in self.repo.tenants()]
+
+    def create_tenant(
+        self, tenant_id: str, attributes: dict[str, Any], limits: Mapping[str, str | None]
+    ) -> _View:
+        from guard.tenancy.manage import create_tenant, tenant_view  # noqa: PLC0415
+
+        tenant = create_tenant(self.repo, tenant_id, attributes, limits)
+        # Attribute names, not values: the trail says what changed, the table what it is.
+        detail: dict[str, object] = {
+            "tenant": tenant.id,
+            "attributes": sorted(attributes),
+            "limits": tenant.limits,
+        }
+        self.record("tenants.create", detail)
+        return tenant_view(tenant)
+
+    def set_tenant(
+        self,
+        tenant_id: str,
+        attributes: dict[str, Any],
+        unset: tuple[str, ...],
+        limits: Mapping[str, str | None],
+    ) -> _View:
+        from guard.tenancy.manage import tenant_view, update_tenant  # noqa: PLC0415
+
+        tenant = update_tenant(
+            self.repo, tenant_id, attributes=attributes, unset=unset, limits=limits
+        )
+        detail: dict[str, object] = {
+            "tenant": tenant.id,
+            "attributes": sorted(attributes),
+            "unset": sorted(set(unset)),
+            # As checked and stored; None: removed.
+            "limits": {name: tenant.limits.get(name) for name in limits},
+        }
+        self.record("tenants.set", detail)
+        return tenant_view(tenant)
+
+    def create_key(
+        self,
+        *,
+        tenant_id: str | None,
+        role: str,
+        name: str,
+        expires_at: datetime | None,
+        limits: Mapping[str, str | None],
+    ) -> tuple[_View, str]:
+        from guard.tenancy.manage import create_key, key_view  # noqa: PLC0415
+
+        key, token = create_key(
+            self.repo,
+            tenant_id=tenant_id,
+            role=role,
+            name=name,
+            expires_at=expires_at,
+            limits=limits,
+        )
+        view = key_view(key)
+        self.record("keys.create", _key_detail(view))
+        return view, token
+
+    def keys(self, tenant_id: str | None) -> list[_View]:
+        from guard.db.tenants import UnknownTenant  # noqa: PLC0415
+        from guard.tenancy.manage import key_view  # noqa: PLC0415
+
+        # An empty table for a mistyped tenant would read as "it has no keys".
+        if tenant_id is not None and self.repo.tenant(tenant_id) is None:
+            raise UnknownTenant(tenant_id)
+        return [key_view(key) for key in self.repo.keys(tenant_id)]
+
+    def revoke_key(self, key_id: str) -> tuple[_View, bool]:
+        """The key's view, and whether this call revoked it (a key revoked before is
+        left as it is, and nothing is recorded)."""
+        from guard.tenancy.manage import key_view  # noqa: PLC0415
+
+        found = self.repo.key(key_id)
+        if found is None:
+            _fail(f"no key {key_id}", 1)
+        view = key_view(found[0])
+        if view["revoked_at"] is not None:
+            return view, False
+        self.repo.revoke_key(key_id)
+        self.record("keys.revoke", _key_detail(view))
+        return view, True
+
 
 @contextmanager
-def _store(config: Path | None) -> Iterator[_Store]:
+def _backend(config: Path | None, server: str | None) -> Iterator[_Backend]:
+    if server is None:
+        with _local(config) as local:
+            yield local
+        return
+    if config is not None:
+        ctx = click.get_current_context(silent=True)
+        raise click.UsageError("--server and --config cannot be used together", ctx)
+    from guard.cli import remote  # noqa: PLC0415
+
+    key = os.environ.get("GUARD_API_KEY")
+    if not key:
+        _fail("set GUARD_API_KEY to an admin key to use --server", 2)
+    try:
+        with remote.connect(server, key) as client:
+            yield client
+    except remote.RemoteError as exc:
+        _fail(str(exc), exc.status)
+
+
+@contextmanager
+def _local(config: Path | None) -> Iterator[_Local]:
     from guard.db.repository import AuditRepository  # noqa: PLC0415
     from guard.db.tenants import TenantRepository  # noqa: PLC0415
 
     settings = load_or_exit(config).audit
     with engine(config) as eng, _translated():
-        yield _Store(TenantRepository(eng), AuditRepository(eng), settings)
+        yield _Local(TenantRepository(eng), AuditRepository(eng), settings)
 
 
 # -- parsing the command line -------------------------------------------------------
@@ -177,37 +338,30 @@ def _cell(value: object) -> str:
     return value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _echo_tenants(tenants: list[TenantRecord], *, as_json: bool, one: bool = False) -> None:
-    from guard.tenancy.manage import tenant_view  # noqa: PLC0415
-
-    views = [tenant_view(tenant) for tenant in tenants]
+def _echo_tenants(views: list[_View], *, as_json: bool, one: bool = False) -> None:
     if as_json:
         echo_json(views[0] if one else views)
     else:
         _echo_views(_TENANT_COLUMNS, _TENANT_FIELDS, views)
 
 
-def _key_detail(key: KeyRecord) -> dict[str, object]:
+def _key_detail(view: _View) -> dict[str, object]:
     """A key in the audit trail: from key_view, which holds no hash or salt. Not its
     name either: a label people type may name a person, and the trail keeps no text."""
-    from guard.tenancy.manage import key_view  # noqa: PLC0415
-
-    view = key_view(key)
     detail: dict[str, object] = {"key": view["id"]}
     detail.update({name: view[name] for name in ("tenant", "role", "expires_at", "limits")})
     return detail
 
 
-def _created_note(key: KeyRecord) -> str:
-    from guard.tenancy.manage import key_view  # noqa: PLC0415
-
-    if key.tenant_id is not None:
-        whose = f"key {key.id} for tenant {key.tenant_id} (role {key.role})"
-    elif key.role == Role.CLIENT:
-        whose = f"key {key.id} (role client), acting for no tenant"
+def _created_note(view: _View) -> str:
+    key_id, tenant_id, role = view["id"], view["tenant"], view["role"]
+    if tenant_id is not None:
+        whose = f"key {key_id} for tenant {tenant_id} (role {role})"
+    elif role == Role.CLIENT:
+        whose = f"key {key_id} (role client), acting for no tenant"
     else:
-        whose = f"key {key.id} (role {key.role})"
-    expires = f", expires {key_view(key)['expires_at']}" if key.expires_at else ""
+        whose = f"key {key_id} (role {role})"
+    expires = f", expires {view['expires_at']}" if view["expires_at"] else ""
     return f"{whose}{expires}; shown once: store it now"
 
 
@@ -224,45 +378,41 @@ def tenants() -> None:
 
 @tenants.command("create")
 @config_option
+@_server_option
 @click.argument("tenant_id", metavar="ID")
 @_attr_option
 @_limit_option(f"A limit, one of {', '.join(LimitSettings.model_fields)}.")
 @_json_option
 def tenants_create(
+    *,
     config: Path | None,
+    server: str | None,
     tenant_id: str,
     attrs: tuple[str, ...],
     limits: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Add the tenant ID."""
-    from guard.tenancy.manage import create_tenant  # noqa: PLC0415
-
     attributes, caps = _attributes(attrs), _limits(limits)
-    with _store(config) as store:
-        tenant = create_tenant(store.tenants, tenant_id, attributes, caps)
-        # Attribute names, not values: the trail says what changed, the table what it is.
-        detail: dict[str, object] = {
-            "tenant": tenant.id,
-            "attributes": sorted(attributes),
-            "limits": tenant.limits,
-        }
-        store.record("tenants.create", detail)
-    _echo_tenants([tenant], as_json=as_json, one=True)
+    with _backend(config, server) as backend:
+        view = backend.create_tenant(tenant_id, attributes, caps)
+    _echo_tenants([view], as_json=as_json, one=True)
 
 
 @tenants.command("list")
 @config_option
+@_server_option
 @_json_option
-def tenants_list(config: Path | None, as_json: bool) -> None:
+def tenants_list(config: Path | None, server: str | None, as_json: bool) -> None:
     """Every tenant in the database, by id (not those of the settings file)."""
-    with _store(config) as store:
-        found = store.tenants.tenants()
+    with _backend(config, server) as backend:
+        found = backend.tenants()
     _echo_tenants(found, as_json=as_json)
 
 
 @tenants.command("set")
 @config_option
+@_server_option
 @click.argument("tenant_id", metavar="ID")
 @_attr_option
 @click.option("--unset", multiple=True, metavar="NAME", help="Remove this attribute.")
@@ -273,6 +423,7 @@ def tenants_set(
     ctx: click.Context,
     *,
     config: Path | None,
+    server: str | None,
     tenant_id: str,
     attrs: tuple[str, ...],
     unset: tuple[str, ...],
@@ -281,24 +432,12 @@ def tenants_set(
 ) -> None:
     """Change the tenant ID: the attributes and limits given replace theirs, the others
     stay. A running guard sees the change within auth.cache_seconds."""
-    from guard.tenancy.manage import update_tenant  # noqa: PLC0415
-
     if not (attrs or unset or limits):
         ctx.fail("nothing to change: give --attr, --unset or --limit")
     attributes, caps = _attributes(attrs), _limits(limits, removable=True)
-    with _store(config) as store:
-        tenant = update_tenant(
-            store.tenants, tenant_id, attributes=attributes, unset=unset, limits=caps
-        )
-        detail: dict[str, object] = {
-            "tenant": tenant.id,
-            "attributes": sorted(attributes),
-            "unset": sorted(set(unset)),
-            # As checked and stored; None: removed.
-            "limits": {name: tenant.limits.get(name) for name in caps},
-        }
-        store.record("tenants.set", detail)
-    _echo_tenants([tenant], as_json=as_json, one=True)
+    with _backend(config, server) as backend:
+        view = backend.set_tenant(tenant_id, attributes, unset, caps)
+    _echo_tenants([view], as_json=as_json, one=True)
 
 
 # -- guard keys -----------------------------------------------------------------------
@@ -314,6 +453,7 @@ def keys() -> None:
 
 @keys.command("create")
 @config_option
+@_server_option
 @click.option(
     "--tenant",
     "tenant_id",
@@ -340,6 +480,7 @@ def keys() -> None:
 def keys_create(
     *,
     config: Path | None,
+    server: str | None,
     tenant_id: str | None,
     role: str,
     name: str,
@@ -347,37 +488,26 @@ def keys_create(
     limits: tuple[str, ...],
 ) -> None:
     """Make a key. It alone goes to stdout, this once: KEY=$(guard keys create ...)."""
-    from guard.tenancy.manage import create_key  # noqa: PLC0415
-
     expires_at, caps = _expiry(expires, datetime.now(UTC)), _limits(limits)
-    with _store(config) as store:
-        key, token = create_key(
-            store.tenants,
-            tenant_id=tenant_id,
-            role=role,
-            name=name,
-            expires_at=expires_at,
-            limits=caps,
+    with _backend(config, server) as backend:
+        view, token = backend.create_key(
+            tenant_id=tenant_id, role=role, name=name, expires_at=expires_at, limits=caps
         )
-        store.record("keys.create", _key_detail(key))
-    click.echo(_created_note(key), err=True)
+    click.echo(_created_note(view), err=True)
     click.echo(token)
 
 
 @keys.command("list")
 @config_option
+@_server_option
 @click.option("--tenant", "tenant_id", default=None, metavar="ID", help="Only this tenant's.")
 @_json_option
-def keys_list(config: Path | None, tenant_id: str | None, as_json: bool) -> None:
+def keys_list(
+    config: Path | None, server: str | None, tenant_id: str | None, as_json: bool
+) -> None:
     """Keys, oldest first, revoked and expired ones too (not those of the settings file)."""
-    from guard.db.tenants import UnknownTenant  # noqa: PLC0415
-    from guard.tenancy.manage import key_view  # noqa: PLC0415
-
-    with _store(config) as store:
-        # An empty table for a mistyped tenant would read as "it has no keys".
-        if tenant_id is not None and store.tenants.tenant(tenant_id) is None:
-            raise UnknownTenant(tenant_id)
-        views = [key_view(key) for key in store.tenants.keys(tenant_id)]
+    with _backend(config, server) as backend:
+        views = backend.keys(tenant_id)
     if as_json:
         echo_json(views)
     else:
@@ -386,22 +516,15 @@ def keys_list(config: Path | None, tenant_id: str | None, as_json: bool) -> None
 
 @keys.command("revoke")
 @config_option
+@_server_option
 @click.argument("key_id", metavar="ID")
-def keys_revoke(config: Path | None, key_id: str) -> None:
+def keys_revoke(config: Path | None, server: str | None, key_id: str) -> None:
     """Revoke the key ID for good. It stays listed, so that the audit trail's key ids
     keep their meaning; a running guard refuses it within auth.cache_seconds."""
-    from guard.tenancy.manage import key_view  # noqa: PLC0415
-
-    with _store(config) as store:
-        found = store.tenants.key(key_id)
-        if found is None:
-            _fail(f"no key {key_id}", 1)
-        key = found[0]
-        if key.revoked_at is None:
-            store.tenants.revoke_key(key_id)
-            store.record("keys.revoke", _key_detail(key))
-    if key.revoked_at is None:
+    with _backend(config, server) as backend:
+        view, revoked = backend.revoke_key(key_id)
+    if revoked:
         click.echo(f"revoked {key_id}")
     else:
         # Nothing changed, so nothing was recorded.
-        click.echo(f"already revoked {key_id} at {key_view(key)['revoked_at']}")
+        click.echo(f"already revoked {key_id} at {view['revoked_at']}")
