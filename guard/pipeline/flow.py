@@ -103,6 +103,7 @@ async def run_passthrough(inbound: Inbound, upstream_name: str, services: Servic
     """A path the settings let through uninspected: forwarded as is, and recorded."""
     ex = Exchange(inbound, OPAQUE, Capture(services.settings.audit.max_text_bytes))
     with _recorded_on_error(ex, services):
+        await take_limits(ex, services)  # one request from the key's and tenant's limits
         upstream = services.upstreams[upstream_name]
         path = inbound.path + (f"?{inbound.query}" if inbound.query else "")
         headers = _traced(request_headers(inbound.headers, upstream), ex)

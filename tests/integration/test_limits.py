@@ -173,3 +173,18 @@ def test_an_unreachable_redis_follows_on_store_error(
     if status == 503:
         assert chat(guard).json()["error"]["code"] == "limits_unavailable"
         assert upstream.requests == []
+
+
+def test_passthrough_paths_count_against_the_same_limits(guard_at, upstream, monkeypatch):
+    settings = settings_for(
+        upstream,
+        monkeypatch,
+        key_limits={"requests_per_minute": 2},
+        passthrough=[{"path": "/health", "methods": ["GET"], "upstream": "fake"}],
+    )
+    guard = guard_at(settings)
+    headers = {"authorization": f"Bearer {KEYS['A1']}"}
+    codes = [httpx.get(f"{guard.url}/health", headers=headers).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert len(upstream.requests) == 2
+    assert chat(guard).status_code == 429  # the model routes share the count
