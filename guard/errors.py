@@ -13,6 +13,7 @@
         ├── RateLimited             429  a tenant's or key's limit; carries Retry-After
         ├── PolicyBlocked           403  a policy decided to block; message comes from the policy
         ├── AuthUnavailable         503  a key could not be checked: its store is unreachable
+        ├── LimitsUnavailable       503  limits could not be counted (limits.on_store_error: refuse)
         ├── AuditUnavailable        503  events can be neither written nor spooled (fail closed)
         ├── VaultUnavailable        503  a conversation's pseudonyms can be neither read nor kept
         └── UpstreamError           502  the model server could not be used
@@ -115,6 +116,12 @@ class AuthUnavailable(ClientFacingError):
     status = 503
     type = "server_error"
     code = "auth_unavailable"
+
+
+class LimitsUnavailable(ClientFacingError):
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
 
 
 class AuditUnavailable(ClientFacingError):

@@ -342,8 +342,10 @@ class AdminSettings(Strict):
     )
 
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-TenantId = Annotated[str, Field(pattern=_ID, description="Letters, digits, . _ - (64 at most).")]
+TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TenantId = Annotated[
+    str, Field(pattern=TENANT_ID, description="Letters, digits, . _ - (64 at most).")
+]
 Positive = Annotated[int, Field(ge=1)]
 
 

@@ -37,10 +37,13 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
 
-    def usable(self, now: datetime) -> bool:
+    def state(self, now: datetime | None = None) -> str:
+        """active, expired or revoked (revoked wins: it is final)."""
         if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or now < self.expires_at
+            return "revoked"
+        if self.expires_at is not None and (now or datetime.now(UTC)) >= self.expires_at:
+            return "expired"
+        return "active"
 
 
 class TenantExists(Exception):

@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp, Scope
 
 from guard.errors import (
     AuthUnavailable,
@@ -74,7 +74,7 @@ async def read_inbound(request: HTTPRequest) -> Inbound:
     drained and dropped): the Inbound carries the refusal, so the pipeline records the
     exchange before refusing it."""
     scope = request.scope
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    headers = _headers(scope)
     principal, refused = await _authenticate(services_of(request).auth, headers)
     limit = _body_limit(services_of(request).settings.server.max_body_bytes, principal)
     declared = next((v for k, v in headers if k.lower() == "content-length"), "")
@@ -117,7 +117,7 @@ async def client_key(
 ) -> None:
     """A route guard for what guard answers itself on the model routes (the model
     lists): the key rule of an exchange, without an exchange."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in connection.scope["headers"]]
+    headers = _headers(connection.scope)
     _, refused = await _authenticate(connection.app.state.services.auth, headers)
     if refused is not None:
         raise refused
@@ -142,6 +142,10 @@ async def _authenticate(
     if principal.role is not Role.CLIENT:
         return principal, Forbidden(f"An {principal.role} key cannot call models; use a client key")
     return principal, None
+
+
+def _headers(scope: Scope) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
 
 
 def _body_limit(server_max: int, principal: Principal | None) -> int:

@@ -17,12 +17,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from guard.db.repository import DatabaseUnavailable
-from guard.db.tenants import KeyRecord, TenantRecord, TenantRepository
+from guard.db.tenants import KeyRecord, TenantRepository
 from guard.errors import AuthUnavailable, Unauthorized
 from guard.settings import AuthSettings, LimitSettings, TenantSettings
 from guard.tenancy import keys
@@ -103,10 +102,11 @@ class Authenticator:
         if key is None or not keys.matches(key.salt, key.hash, secret):
             raise Unauthorized("Invalid API key")
         # Only the key's holder learns why a real key no longer works.
-        if key.revoked_at is not None:
-            raise Unauthorized("This API key has been revoked")
-        if key.expires_at is not None and datetime.now(UTC) >= key.expires_at:
-            raise Unauthorized("This API key has expired")
+        state = key.state()
+        if state != "active":
+            raise Unauthorized(
+                f"This API key has {'been revoked' if state == 'revoked' else state}"
+            )
         assert loaded.principal is not None  # noqa: S101  # made with every key read
         return loaded.principal
 
@@ -154,10 +154,6 @@ class Authenticator:
             _limits(tenant.limits) if tenant else NO_LIMITS,
         )
         return _Loaded(self._clock(), key, made)
-
-
-def tenant_of(record: TenantRecord) -> Tenant:
-    return _tenant(record.id, record.attributes)
 
 
 def _tenant(tenant_id: str, attributes: Mapping[str, Any]) -> Tenant:

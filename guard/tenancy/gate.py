@@ -15,18 +15,12 @@ import math
 import time
 from dataclasses import dataclass
 
-from guard.errors import ClientFacingError, RateLimited
+from guard.errors import LimitsUnavailable, RateLimited
 from guard.tenancy.limits import Counters, CountersUnavailable
 from guard.tenancy.tenants import Principal
 
 log = logging.getLogger(__name__)
 _WARN_EVERY_S = 60.0
-
-
-class LimitsUnavailable(ClientFacingError):
-    status = 503
-    type = "server_error"
-    code = "limits_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +38,7 @@ class LimitGate:
         self._refuse_on_error = on_store_error == "refuse"
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned = 0.0
-        self.store_errors = 0  # requests served without counting (on_store_error: allow)
+        self.store_errors = 0  # calls that found the counters' store unreachable
 
     async def admit(self, principal: Principal | None, stream_id: str | None) -> Held | None:
         """Take one request (and a stream slot, for ``stream_id``) from the key and its

@@ -15,11 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from guard.db.tenants import KeyRecord, TenantRecord, TenantRepository
-from guard.settings import LimitSettings
+from guard.settings import TENANT_ID, LimitSettings
 from guard.tenancy import keys
 from guard.tenancy.keys import Role
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ID = re.compile(TENANT_ID)
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAME_MAX = 128
 
@@ -134,14 +134,6 @@ def create_key(
     return record, made.token
 
 
-def key_state(key: KeyRecord, now: datetime | None = None) -> str:
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at is not None and (now or datetime.now(UTC)) >= key.expires_at:
-        return "expired"
-    return "active"
-
-
 def key_view(key: KeyRecord) -> dict[str, Any]:
     """A key as shown to admins: never its hash or salt."""
     return {
@@ -149,7 +141,7 @@ def key_view(key: KeyRecord) -> dict[str, Any]:
         "tenant": key.tenant_id,
         "role": key.role,
         "name": key.name,
-        "state": key_state(key),
+        "state": key.state(),
         "limits": key.limits,
         "created_at": _iso(key.created_at),
         "expires_at": _iso(key.expires_at),

@@ -24,7 +24,6 @@ def test_a_new_key_parses_back_to_its_id_and_matches_only_its_own_secret():
     assert keys.matches(made.salt, made.hash, secret)
     assert not keys.matches(made.salt, made.hash, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
     assert made.hash != keys.digest(keys.new_key().salt, secret)  # salted: same secret, other hash
-    assert secret not in made.hash and made.token not in repr(made.hash)
 
 
 @pytest.mark.parametrize(
