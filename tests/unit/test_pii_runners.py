@@ -14,6 +14,7 @@ from presidio_analyzer.predefined_recognizers import EmailRecognizer as Presidio
 from presidio_analyzer.predefined_recognizers import IbanRecognizer as PresidioIban
 
 from guard.detectors.pii.recognizers import (
+    EMAIL,
     EmailRecognizer,
     IbanRecognizer,
     PhoneRecognizer,
@@ -126,6 +127,40 @@ def test_the_phone_recognizer_finds_in_digit_runs_what_it_finds_in_the_whole_tex
         assert hits == recognizer.hits(text), text
         found += len(hits)
     assert found > 50
+
+
+def _every_runner():
+    recognizers = [*_lean_pattern_recognizers(), PhoneRecognizer(["US", "GB", "DE", "FR", "IN"])]
+    return [pytest.param(r, id=type(r).__name__) for r in recognizers]
+
+
+@pytest.mark.parametrize("recognizer", _every_runner())
+def test_a_focused_scan_finds_every_value_across_its_focus(recognizer):
+    """Where two texts meet, only values across the junction are wanted: a focused scan
+    finds each of those that a whole scan finds, and (windowed) little else."""
+    run = runner_for(recognizer, recognizer.supported_entities)
+    rng = random.Random(3)  # noqa: S311  # reproducible places, not secrets
+    found = across = 0
+    for text in [t for t in [*EDGE_CASES, *_generated()] if len(t) > 2]:
+        whole = set(run(Text(text)))
+        found += len(whole)
+        for hit in whole:
+            # Focused inside each value, and at two random places.
+            focus = [rng.randrange(1, len(text)) for _ in range(2)]
+            focus.append(rng.randrange(hit.start + 1, hit.end) if hit.end > hit.start + 1 else 1)
+            wanted = {h for h in whole if any(h.start < at < h.end for at in focus)}
+            assert wanted <= set(run(Text(text, focus))), (text, focus)
+            across += len(wanted)
+    assert across >= found
+
+
+def test_a_focus_keeps_windowed_runners_off_the_rest_of_the_text():
+    email = runner_for(EmailRecognizer(), [EMAIL])
+    text = "write to ana@example.com, then to bob@example.org"
+    at = text.index("bob@") + 2
+    assert [text[h.start : h.end] for h in email(Text(text, [at]))] == ["bob@example.org"]
+    assert email(Text(text, [text.index("then")])) == []
+    assert len(email(Text(text))) == 2
 
 
 @pytest.mark.parametrize(

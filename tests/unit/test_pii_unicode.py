@@ -391,3 +391,24 @@ def test_texts_that_do_not_meet_in_a_value_report_nothing_more(detector):
         ("EMAIL_ADDRESS", 0),
         ("PHONE_NUMBER", 1),
     ]
+
+
+def test_a_value_across_texts_gives_way_to_a_higher_scoring_one_inside_a_text():
+    """As between any two overlapping values: the higher score, then the longer, is
+    reported. The junction is not read by NER, so only the texts' own findings can say
+    that a name (0.9 here) covers part of what looks like an SSN across them (0.85)."""
+    thresholds = {"PERSON": 0.5, "US_SSN": 0.5, "CREDIT_CARD": 0.5}
+    detector = PiiDetector(
+        pattern_recognizers(thresholds, ("US",), ()), thresholds, ner=RecordingNer()
+    )
+    assert parts(detector, ["SSN 536-22", "-1234 please"]) == [
+        ("PERSON", 0, "SSN 536-22"),
+        ("PERSON", 1, "-1234 please"),
+    ]
+    # A card number across the texts is validated (1.0): it wins over the name.
+    assert parts(detector, ["card 4111 1111", " 1111 1111 ok"]) == [
+        ("PERSON", 0, "card 4111"),
+        ("CREDIT_CARD", 0, "4111 1111"),
+        ("PERSON", 1, " 1111"),
+        ("CREDIT_CARD", 1, " 1111 1111"),
+    ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import hashlib
 import itertools
 import logging
@@ -146,7 +147,7 @@ class PiiDetector:
         if len(texts) < 2:
             return found
         reported = set(found)
-        if across := [f for f in self._across(texts) if f not in reported]:
+        if across := [f for f in self._across(texts, found) if f not in reported]:
             found = sorted(found + across, key=lambda f: (f.text_index, f.span))
         return found
 
@@ -155,12 +156,18 @@ class PiiDetector:
         return self._cached(text, self._analyze)
 
     def _cached(
-        self, text: str, scan: Callable[[str], list[Hit]], person: bytes = b""
+        self,
+        text: str,
+        scan: Callable[[str], list[Hit]],
+        person: bytes = b"",
+        suffix: bytes = b"",
     ) -> list[Hit]:
+        """``scan(text)``, kept by the text's digest (with ``person``: what kind of
+        scan) and ``suffix`` (what else the scan depended on)."""
         if len(text) > CACHE_CHARS:
             return scan(text)
         data = text.encode("utf-8", "surrogatepass")
-        key = hashlib.blake2b(data, digest_size=16, person=person).digest()
+        key = hashlib.blake2b(data, digest_size=16, person=person).digest() + suffix
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -173,14 +180,16 @@ class PiiDetector:
                 self._cache.popitem(last=False)
         return found
 
-    def _analyze(self, text: str, *, ner: bool = True) -> list[Hit]:
+    def _analyze(self, text: str, *, ner: bool = True, focus: Sequence[int] = ()) -> list[Hit]:
+        """With ``focus``, at least the values that run across one of those positions
+        (in an ASCII text, windowed recognizers look nowhere else)."""
         seen = normalize(text)  # None for ASCII text, at the cost of one isascii()
         if seen is None:
-            results = self._hits(text, text if ner else None)
+            results = self._hits(Text(text, focus), text if ner else None)
         else:
             results = [
                 r._replace(start=start, end=end)
-                for r in self._hits(seen.text, seen.clean if ner else None)
+                for r in self._hits(Text(seen.text), seen.clean if ner else None)
                 if r.end > r.start
                 for start, end in [seen.original_span(r.start, r.end)]
             ]
@@ -189,9 +198,9 @@ class PiiDetector:
         kept = [r for r in results if self._reported(text, r)]
         return sorted(_without_overlaps(kept), key=lambda r: (r.start, r.end))
 
-    def _hits(self, text: str, ner_text: str | None) -> list[Hit]:
+    def _hits(self, scanned: Text, ner_text: str | None) -> list[Hit]:
         results: list[Hit] = []
-        scanned = Text(text)
+        text = scanned.value
         for rec in self._recognizers:
             for hit in rec.run(scanned):
                 boost = rec.context and hit.score < 1.0
@@ -202,16 +211,19 @@ class PiiDetector:
             )
         return results
 
-    def _across(self, texts: Sequence[str]) -> list[Finding]:
+    def _across(self, texts: Sequence[str], found: Sequence[Finding]) -> list[Finding]:
         """Values that run from one text into the next, one finding per text each.
 
         Around each place where one text meets the next, the ``MAX_HOLD``
         characters before are joined directly to the ``MAX_HOLD`` after and
         scanned with the pattern recognizers (an NER model reads sentences, not
         fragments glued together); only values that cross a junction count, so
-        none found in one text is reported twice. Junctions closer than
-        ``MAX_HOLD`` (a short text between) share one window, so that no character
-        is scanned more than about twice however many short texts a request holds.
+        none found in one text is reported twice, and windowed recognizers look
+        only where such a value can be. Junctions closer than ``MAX_HOLD`` (a
+        short text between) share one window, so that no character is scanned more
+        than about twice however many short texts a request holds. A value across
+        a junction that overlaps one ``found`` in a text is reported only if it
+        scores higher (then is longer), as between any two overlapping values.
 
         Where a text ends a sentence with a full stop and the next starts with a
         letter, only values a recognizer validated (a checksum, a known domain)
@@ -225,17 +237,34 @@ class PiiDetector:
         breaks = {at for at in junctions if joined[at - 1] == "." and joined[at].isalpha()}
         crossing: list[Hit] = []
         for lo, hi in _windows(junctions, len(joined)):
-            for hit in self._cached(joined[lo:hi], self._junction, _JUNCTION):
+            focus = [at - lo for at in junctions if lo < at < hi]
+            scan = functools.partial(self._junction, focus=focus)
+            suffix = b"".join(at.to_bytes(4, "big") for at in focus)
+            for hit in self._cached(joined[lo:hi], scan, _JUNCTION, suffix):
                 start, end = hit.start + lo, hit.end + lo
                 crossed = junctions[
                     bisect.bisect_right(junctions, start) : bisect.bisect_left(junctions, end)
                 ]
                 if crossed and (hit.score >= 1.0 or breaks.isdisjoint(crossed)):
                     crossing.append(Hit(hit.entity_type, start, end, hit.score))
-        return [part for hit in _without_overlaps(crossing) for part in _parts(hit, starts)]
+        if not crossing:
+            return []
+        inside = [
+            Hit(f.label, at + f.span[0], at + f.span[1], f.score)
+            for f in found
+            if f.span is not None
+            for at in [starts[f.text_index]]
+        ]
+        across = set(crossing)
+        return [
+            part
+            for hit in _without_overlaps(inside + crossing)
+            if hit in across
+            for part in _parts(hit, starts)
+        ]
 
-    def _junction(self, text: str) -> list[Hit]:
-        return self._analyze(text, ner=False)
+    def _junction(self, text: str, focus: Sequence[int]) -> list[Hit]:
+        return self._analyze(text, ner=False, focus=focus)
 
     def holdback(self, text: str) -> int:
         """How many trailing characters of ``text`` may still be (part of) a value
