@@ -64,7 +64,8 @@ class Incremental(Protocol):
 class Inline(Protocol):
     """A detector that can answer at once, on the event loop, where the texts are small
     enough (pattern matching on a short prompt): no task, no timer. Code that runs on
-    the loop cannot be interrupted by a timeout anyway; ``None`` means "await detect"."""
+    the loop cannot be interrupted by a timeout anyway; ``None`` means "await detect".
+    The runner runs the inline scans of one turn of the loop together, back to back."""
 
     def scan_inline(self, texts: Sequence[str]) -> list[Finding] | None: ...
 

@@ -2,6 +2,13 @@
 
 A detector that raises or times out is reported as failed, never as "nothing
 found": the policy engine decides what a failure means (fail closed by default).
+
+Inline scans (``Inline``: pattern matching on short texts) that concurrent requests
+ask one detector for during one turn of the event loop run back to back, in one
+callback at the start of the next turn. The work is the same, but the detector's
+code and data stay in the CPU's caches from one scan to the next, where a scan run
+between two requests' other work finds them evicted (bench.pii measures the gain).
+One request alone waits one turn of the loop.
 """
 
 from __future__ import annotations
@@ -98,13 +105,49 @@ class DetectorRunner:
         ctx: ScanContext,
         timings: list[tuple[str, float, float]],
     ) -> list[Finding]:
+        if id(detector) in self._inline:
+            found, started, ended = await _in_next_turn(cast("Inline", detector), texts)
+            if found is not None:
+                timings.append((f"detector:{detector.name}", started, ended))
+                if isinstance(found, BaseException):
+                    raise found
+                return found
         started = time.perf_counter()
         try:
-            if id(detector) in self._inline:
-                found = cast("Inline", detector).scan_inline(texts)
-                if found is not None:
-                    return found
             async with asyncio.timeout(self._timeout):
                 return await detector.detect(texts, ctx)
         finally:
             timings.append((f"detector:{detector.name}", started, time.perf_counter()))
+
+
+# An inline scan's answer (None: too much for the loop, await detect), or what it
+# raised, and when it ran.
+_Inlined = tuple[list[Finding] | Exception | None, float, float]
+_Waiting = list[tuple[Sequence[str], "asyncio.Future[_Inlined]"]]
+# The scans asked for in this turn of each event loop, by loop and detector.
+_next_turn: dict[tuple[int, int], _Waiting] = {}
+
+
+def _in_next_turn(detector: Inline, texts: Sequence[str]) -> asyncio.Future[_Inlined]:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_Inlined] = loop.create_future()
+    key = (id(loop), id(detector))
+    waiting = _next_turn.get(key)
+    if waiting is None:
+        waiting = _next_turn[key] = []
+        loop.call_soon(_run_turn, key, detector)
+    waiting.append((texts, future))
+    return future
+
+
+def _run_turn(key: tuple[int, int], detector: Inline) -> None:
+    for texts, future in _next_turn.pop(key):
+        if future.done():  # the request was cancelled (its client left)
+            continue
+        started = time.perf_counter()
+        found: list[Finding] | Exception | None
+        try:
+            found = detector.scan_inline(texts)
+        except Exception as exc:  # noqa: BLE001  # the request's runner reports it
+            found = exc
+        future.set_result((found, started, time.perf_counter()))
