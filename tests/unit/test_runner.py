@@ -1,6 +1,7 @@
 """The detector runner: inline answers without a task, awaited ones under a timeout."""
 
 import asyncio
+import dataclasses
 
 from guard.detectors.base import Direction, Finding
 from guard.detectors.runner import DetectorRunner
@@ -106,3 +107,15 @@ async def test_a_request_cancelled_before_its_turn_is_not_scanned():
     kept = await runner.scan(["stayed"], context())
     assert [f.span for f in kept.findings] == [(0, 6)]
     assert len(detector.ran_in) == 1
+
+
+async def test_a_streamed_answer_is_scanned_at_once_in_its_own_task():
+    detector = Recording()
+    runner = DetectorRunner([detector], 1.0)
+    streamed = dataclasses.replace(context(Direction.OUTPUT), stream=True)
+    scan = await runner.scan(["token"], streamed)
+    assert [f.span for f in scan.findings] == [(0, 5)]
+    assert detector.ran_in == [asyncio.current_task()]
+    # A streamed request's prompt waits for its turn as any other.
+    await runner.scan(["prompt"], dataclasses.replace(context(), stream=True))
+    assert detector.ran_in[1] is None
