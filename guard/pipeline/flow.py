@@ -219,10 +219,12 @@ def _tenant_id(ex: Exchange) -> str | None:
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec up to 0.22 raises UnicodeDecodeError on bytes that are not UTF-8,
+        # later versions a DecodeError: the client is told which it is either way.
+        if isinstance(exc, UnicodeDecodeError) or not _is_utf8(raw):
+            raise BadRequest("The request body is not valid UTF-8") from None
         raise BadRequest(f"The request body is not valid JSON ({_reason(exc)})") from None
-    except UnicodeDecodeError:
-        raise BadRequest("The request body is not valid UTF-8") from None
     except RecursionError:
         raise BadRequest("The request body nests too deeply") from None
     if not isinstance(body, dict):
@@ -394,6 +396,14 @@ async def _guarded_stream(
         log.warning("stream %s ended early: %s", ex.trace_id, exc.message)
     finally:
         await reply.aclose()
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _reason(exc: msgspec.DecodeError) -> str:
