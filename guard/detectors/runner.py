@@ -132,14 +132,16 @@ class DetectorRunner:
 # raised, and when it ran.
 _Inlined = tuple[list[Finding] | Exception | None, float, float]
 _Waiting = list[tuple[Sequence[str], "asyncio.Future[_Inlined]"]]
-# The scans asked for in this turn of each event loop, by loop and detector.
-_next_turn: dict[tuple[int, int], _Waiting] = {}
+# The scans asked for in this turn of each event loop, by loop and detector. The key
+# holds the loop itself: while an entry waits, no other loop can take its place.
+_Key = tuple[asyncio.AbstractEventLoop, int]
+_next_turn: dict[_Key, _Waiting] = {}
 
 
 def _in_next_turn(detector: Inline, texts: Sequence[str]) -> asyncio.Future[_Inlined]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[_Inlined] = loop.create_future()
-    key = (id(loop), id(detector))
+    key = (loop, id(detector))
     waiting = _next_turn.get(key)
     if waiting is None:
         waiting = _next_turn[key] = []
@@ -148,7 +150,7 @@ def _in_next_turn(detector: Inline, texts: Sequence[str]) -> asyncio.Future[_Inl
     return future
 
 
-def _run_turn(key: tuple[int, int], detector: Inline) -> None:
+def _run_turn(key: _Key, detector: Inline) -> None:
     for texts, future in _next_turn.pop(key):
         if not future.done():  # else the request was cancelled (its client left)
             future.set_result(_scan_now(detector, texts))
