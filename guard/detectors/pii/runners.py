@@ -68,9 +68,9 @@ class Candidates:
 
 # Runs of digits and the separators numbers are written with, of at least
 # ``_MIN_RUN`` characters: no recognizer that starts from them takes fewer digits.
-# A run of ASCII digits is found fastest with a character set (``regex``: twice
-# ``re``'s speed, and three times that of \d), which on a text of ASCII characters is
-# the same as the patterns' own \d; other texts take \d.
+# A run of ASCII digits is found fastest with a character set (``regex``: about twice
+# ``re``'s speed, and two and a half times that of \d), which on a text of ASCII
+# characters is the same as the patterns' own \d; other texts take \d.
 _MIN_RUN = 7
 _ASCII_DIGIT_RUN = regex.compile(r"[0-9][0-9 ().\-/]{5,}[0-9]")  # 5: _MIN_RUN - 2
 _DIGIT_RUN = regex.compile(r"\d[\d ().\-/]{5,}\d")
