@@ -129,18 +129,24 @@ def test_the_phone_recognizer_finds_in_digit_runs_what_it_finds_in_the_whole_tex
     assert found > 50
 
 
-def _every_runner():
-    recognizers = [*_lean_pattern_recognizers(), PhoneRecognizer(["US", "GB", "DE", "FR", "IN"])]
+# The recognizers that look only at windows, which a focus narrows (the others scan
+# the whole text, focus or not).
+WINDOWED = ("EMAIL_ADDRESS", "IP_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN")
+
+
+def _windowed():
+    recognizers = [catalogue()[entity]() for entity in WINDOWED]
+    recognizers.append(PhoneRecognizer(["US", "GB", "DE", "FR", "IN"]))
     return [pytest.param(r, id=type(r).__name__) for r in recognizers]
 
 
-@pytest.mark.parametrize("recognizer", _every_runner())
+@pytest.mark.parametrize("recognizer", _windowed())
 def test_a_focused_scan_finds_every_value_across_its_focus(recognizer):
     """Where two texts meet, only values across the junction are wanted: a focused scan
-    finds each of those that a whole scan finds, and (windowed) little else."""
+    finds each of those that a whole scan finds."""
     run = runner_for(recognizer, recognizer.supported_entities)
     rng = random.Random(3)  # noqa: S311  # reproducible places, not secrets
-    found = across = 0
+    found = 0
     for text in [t for t in [*EDGE_CASES, *_generated()] if len(t) > 2]:
         whole = set(run(Text(text)))
         found += len(whole)
@@ -150,8 +156,7 @@ def test_a_focused_scan_finds_every_value_across_its_focus(recognizer):
             focus.append(rng.randrange(hit.start + 1, hit.end) if hit.end > hit.start + 1 else 1)
             wanted = {h for h in whole if any(h.start < at < h.end for at in focus)}
             assert wanted <= set(run(Text(text, focus))), (text, focus)
-            across += len(wanted)
-    assert across >= found
+    assert found >= 40  # the texts hold values of this type to focus on
 
 
 def test_a_focus_keeps_windowed_runners_off_the_rest_of_the_text():
