@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import regex
@@ -42,26 +41,39 @@ _HOST = r"[\w.\-]*"
 _ADDRESS = r"[\w:.%/]*"  # / : a CIDR prefix length
 
 
-@dataclass(frozen=True, slots=True)
 class Candidates:
     """Where a match can be: around each match of an ``anchor`` (a piece every match
     contains), spread over the characters a match is made of, plus one beyond on each
     side so that the patterns' own boundaries (\\b, lookarounds) see what they would
     see. Several anchors where one would start with a class of characters: ``re``
-    finds a pattern that starts with a literal character several times faster."""
+    finds a pattern that starts with a literal character several times faster.
 
-    anchors: tuple[re.Pattern[str] | regex.Pattern[str], ...]
-    left: re.Pattern[str]  # the characters a match may have before its anchor, reversed
-    right: re.Pattern[str]  # and after it
-    reach: int  # how far a match may extend before its anchor
+    ``left`` and ``right`` are read by ``re`` in ASCII text and by ``regex`` in any
+    other, as the patterns are: ``regex`` counts marks (a vowel sign in ``राम``) as
+    word characters, ``re`` does not."""
+
+    __slots__ = ("_ascii", "_unicode", "anchors", "reach")
+
+    def __init__(
+        self,
+        anchors: tuple[re.Pattern[str] | regex.Pattern[str], ...],
+        left: str,  # the characters a match may have before its anchor
+        right: str,  # and after it
+        reach: int,  # how far a match may extend before its anchor
+    ) -> None:
+        self.anchors = anchors
+        self.reach = reach
+        self._ascii = (re.compile(left), re.compile(right))
+        self._unicode = (regex.compile(left), regex.compile(right))
 
     def windows(self, text: str) -> list[tuple[int, int]]:
+        left, right = self._ascii if text.isascii() else self._unicode
         spans = []
         for found in (f for anchor in self.anchors for f in anchor.finditer(text)):
             lo, hi = found.start(), found.end()
             before = text[max(lo - self.reach, 0) : lo][::-1]
-            lo -= self.left.match(before).end()  # type: ignore[union-attr]  # matches ""
-            hi = self.right.match(text, hi).end()  # type: ignore[union-attr]
+            lo -= left.match(before).end()  # type: ignore[union-attr]  # matches ""
+            hi = right.match(text, hi).end()  # type: ignore[union-attr]
             spans.append((max(lo - 1, 0), min(hi + 1, len(text))))
         return _merged(spans)
 
@@ -135,16 +147,14 @@ class Text:
 # Each anchor is written for the engine that finds it fastest (measured on 1 KB
 # prompts): a literal or a punctuation mark first for ``re``, a class run for ``regex``.
 _CANDIDATES = {
-    "EMAIL_ADDRESS": Candidates((re.compile("@"),), re.compile(_LOCAL_PART), re.compile(_HOST), 64),
+    "EMAIL_ADDRESS": Candidates((re.compile("@"),), _LOCAL_PART, _HOST, 64),
     "IP_ADDRESS": Candidates(
         (re.compile(r"\.(?<=\d\.)(?=\d)"), re.compile(r":(?=[0-9A-Fa-f:])")),
-        re.compile(_ADDRESS),
-        re.compile(_ADDRESS),
+        _ADDRESS,
+        _ADDRESS,
         64,
     ),
-    "IBAN_CODE": Candidates(
-        (regex.compile(r"[A-Z]{2}[0-9]{2}"),), re.compile(""), re.compile(r"[A-Z0-9 \-]*"), 0
-    ),
+    "IBAN_CODE": Candidates((regex.compile(r"[A-Z]{2}[0-9]{2}"),), "", r"[A-Z0-9 \-]*", 0),
 }
 # Entity types whose every value is a run of at least so many digits, with single
 # separators between groups: card numbers (13 to 19 digits, Presidio's and guard's
