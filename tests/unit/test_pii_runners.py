@@ -7,6 +7,7 @@ import random
 import warnings
 
 import pytest
+import regex
 from faker import Faker
 from faker.config import AVAILABLE_LOCALES
 from presidio_analyzer import PatternRecognizer
@@ -20,7 +21,7 @@ from guard.detectors.pii.recognizers import (
     PhoneRecognizer,
     catalogue,
 )
-from guard.detectors.pii.runners import Text, runner_for
+from guard.detectors.pii.runners import PatternRunner, Text, _re_twin, runner_for
 from tests.evals.pii_set import generate
 
 EDGE_CASES = [
@@ -217,3 +218,33 @@ def test_the_iban_check_answers_as_presidios():
     answers = [ours.validate_result(v) for v in values]
     assert answers == [theirs.validate_result(v) for v in values]
     assert {True, False, None} <= set(answers)  # every answer is exercised
+
+
+def test_windowed_patterns_run_on_re_where_it_reads_them_as_regex_does():
+    """The lean runners above are checked against Presidio with their ``re`` twins in
+    play: every windowed recognizer's pattern has one."""
+    for recognizer in _lean_pattern_recognizers():
+        run = runner_for(recognizer, recognizer.supported_entities)
+        assert isinstance(run, PatternRunner)
+        if run.entity in WINDOWED:
+            assert all(twin is not None for _, twin, _ in run._patterns), run.entity
+
+
+@pytest.mark.parametrize(
+    ("source", "flags"),
+    [
+        pytest.param(r"\p{Lu}\d+", 0, id="regex-only-class"),
+        pytest.param(r"caf\u00e9|café", 0, id="non-ascii-pattern"),
+        pytest.param(r"[[a-z]--[aeiou]]", 0, id="set-re-warns-about"),
+        pytest.param(r"\d{3}", regex.BESTMATCH, id="regex-only-flag"),
+        pytest.param(r"(?V1)\d{3}", 0, id="version-1"),
+    ],
+)
+def test_no_re_twin_where_re_could_read_a_pattern_otherwise(source, flags):
+    assert _re_twin(regex.compile(source, flags)) is None
+
+
+def test_an_re_twin_keeps_the_patterns_flags():
+    twin = _re_twin(regex.compile(r"id-\d+$", regex.IGNORECASE | regex.MULTILINE))
+    assert twin is not None
+    assert [m.group() for m in twin.finditer("ID-12\nid-3")] == ["ID-12", "id-3"]

@@ -21,8 +21,11 @@ asked for them directly; others (NER) run as they are.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import regex
@@ -209,9 +212,10 @@ class PatternRunner:
 
         patterns: list[Pattern] = getattr(recognizer, "patterns", [])
         self._patterns = [
-            (regex.compile(p.regex, flags), float(p.score))
+            (compiled, _re_twin(compiled), float(p.score))
             for p in patterns
             if best(float(p.score)) >= threshold
+            for compiled in [regex.compile(p.regex, flags)]
         ]
         self._validate = recognizer.validate_result
         self._invalidate = recognizer.invalidate_result
@@ -230,13 +234,20 @@ class PatternRunner:
 
     def _scan(self, text: str, windows: Sequence[tuple[int, int]], *, windowed: bool) -> list[Hit]:
         hits: list[Hit] = []
-        for pattern, base in self._patterns:
+        ascii_text = text.isascii()
+        for pattern, twin, base in self._patterns:
             for lo, hi in windows:
                 # A timeout costs 2 µs a call to set up; the windowed patterns take
-                # well under a millisecond on any window this short.
+                # well under a millisecond on any window this short, and re (which
+                # has none) runs them on ASCII text in half the time (_re_twin).
                 short = windowed and hi - lo <= _SHORT_WINDOW
-                timeout = None if short else _REGEX_TIMEOUT_S
-                for match in pattern.finditer(text, lo, hi, timeout=timeout):
+                matches: Iterable[re.Match[str] | regex.Match[str]]
+                if short and ascii_text and twin is not None:
+                    matches = twin.finditer(text, lo, hi)
+                else:
+                    timeout = None if short else _REGEX_TIMEOUT_S
+                    matches = pattern.finditer(text, lo, hi, timeout=timeout)
+                for match in matches:
                     hit = self._shortened(text, match, base) if self._shorter else None
                     start, end = match.span()
                     if hit is not None:
@@ -246,7 +257,9 @@ class PatternRunner:
         # One pattern's matches in disjoint windows are disjoint: none contains another.
         return _uncontained(hits) if len(hits) > 1 and len(self._patterns) > 1 else hits
 
-    def _shortened(self, text: str, match: regex.Match[str], base: float) -> Hit | None:
+    def _shortened(
+        self, text: str, match: re.Match[str] | regex.Match[str], base: float
+    ) -> Hit | None:
         """The match ending where its last group ends, else the one before, ...: the
         first of these values that scores (Presidio's ``IbanRecognizer``)."""
         start = match.start()
@@ -262,6 +275,42 @@ class PatternRunner:
         if valid is not None:
             score = 1.0 if valid else 0.0
         return 0.0 if self._invalidate(value) else score
+
+
+# The flags a ``regex`` pattern of version 0 (Presidio's) may carry for ``re`` to read
+# it the same, and theirs in ``re``. UNICODE is the default of both for str patterns.
+_RE_FLAGS = {
+    regex.IGNORECASE: re.IGNORECASE,
+    regex.MULTILINE: re.MULTILINE,
+    regex.DOTALL: re.DOTALL,
+    regex.VERBOSE: re.VERBOSE,
+    regex.ASCII: re.ASCII,
+    regex.UNICODE: 0,
+    regex.VERSION0: 0,
+}
+
+
+def _re_twin(pattern: regex.Pattern[str]) -> re.Pattern[str] | None:
+    """The same pattern compiled by ``re``, where it means the same on ASCII text: an
+    ASCII pattern in the syntax both modules share, with flags both know. ``re``
+    runs the recognizers' patterns over short windows in about half the time (every
+    windowed pattern over a 1 KB ticket's windows: 12.5 against 24 µs, the email
+    pattern 5.7 against 10.8, measured); ``regex`` is kept for what ``re`` lacks (a
+    timeout, ``\\p{..}`` classes, full Unicode words). A pattern ``re`` reads
+    differently or warns about (a set that version 1 would nest) gets no twin."""
+    flags = pattern.flags
+    if not pattern.pattern.isascii() or flags & ~functools.reduce(operator.or_, _RE_FLAGS):
+        return None
+    translated = 0
+    for flag, twin in _RE_FLAGS.items():
+        if flags & flag:
+            translated |= twin
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return re.compile(pattern.pattern, translated)
+        except (re.error, FutureWarning, DeprecationWarning):
+            return None
 
 
 def _uncontained(hits: list[Hit]) -> list[Hit]:
