@@ -8,6 +8,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
+from guard.audit.chain import verify_trail
 from guard.db import models
 from guard.policy.loader import BUNDLED, read_source
 from tests.conftest import make_settings
@@ -257,3 +258,23 @@ def test_readyz_reports_the_audit_trail(guard):
     assert audit["database"] == "up"
     assert audit["written"] == 2  # the exchange, and the policy bundle put in force at start
     assert audit["lost"] == 0
+
+
+def test_a_writer_seals_with_the_chain_key_guard_has_now(guard_at, upstream, monkeypatch):
+    """Writer processes fork from a server started with the first one: each must still
+    run with guard's environment as it is when it starts, here a chain key set since."""
+    guard_at()
+    monkeypatch.setenv("GUARD_TEST_CHAIN_KEY", "chain-key-for-tests")
+    settings = make_settings(upstream.base_url, audit={"chain_key_env": "GUARD_TEST_CHAIN_KEY"})
+    server = guard_at(settings)
+    assert chat(server.url, "hello").status_code == 200
+    assert len(recorded(server, 1)) == 1
+    recorder = server.app.state.recorder
+
+    def report(key):
+        [mine] = [r for r in verify_trail(recorder.repo, key) if r.chain_id == recorder.chain.id]
+        return mine
+
+    assert report(b"chain-key-for-tests").problem is None
+    assert report(b"chain-key-for-tests").checked >= 1
+    assert report(b"another-key").problem is not None
