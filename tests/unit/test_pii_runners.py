@@ -4,12 +4,15 @@ score, on realistic texts and on the cases each shortcut could get wrong."""
 
 import functools
 import random
+import re
 import warnings
 
 import pytest
 import regex
 from faker import Faker
 from faker.config import AVAILABLE_LOCALES
+from hypothesis import given
+from hypothesis import strategies as st
 from presidio_analyzer import PatternRecognizer
 from presidio_analyzer.predefined_recognizers import EmailRecognizer as PresidioEmail
 from presidio_analyzer.predefined_recognizers import IbanRecognizer as PresidioIban
@@ -21,7 +24,15 @@ from guard.detectors.pii.recognizers import (
     PhoneRecognizer,
     catalogue,
 )
-from guard.detectors.pii.runners import PatternRunner, Text, _re_twin, runner_for
+from guard.detectors.pii.runners import (
+    CONTEXT_CHARS,
+    CONTEXT_WORDS,
+    PatternRunner,
+    Text,
+    _re_twin,
+    runner_for,
+    words_before,
+)
 from tests.evals.pii_set import generate
 
 EDGE_CASES = [
@@ -248,3 +259,32 @@ def test_an_re_twin_keeps_the_patterns_flags():
     twin = _re_twin(regex.compile(r"id-\d+$", regex.IGNORECASE | regex.MULTILINE))
     assert twin is not None
     assert [m.group() for m in twin.finditer("ID-12\nid-3")] == ["ID-12", "id-3"]
+
+
+def _words_before_by_findall(text: str, at: int) -> list[str]:
+    """The definition: every word of the window, the last CONTEXT_WORDS kept."""
+    words = re.findall(r"\w+", text[max(0, at - CONTEXT_CHARS) : at])[-CONTEXT_WORDS:]
+    return [word.casefold() for word in reversed(words)]
+
+
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [
+        ("Please call me on", 17),
+        ("SSN: ", 5),
+        ("", 0),
+        ("... --- ...", 11),
+        ("one two three four five six seven", 33),
+        ("x" * 200 + " phone", 206),  # a word cut by the window's start is a word
+        ("Straße STRASSE Ἀθηνᾶ राम 電話 ５３６", 32),  # noqa: RUF001
+        ("call_me_maybe: 555", 15),
+    ],
+)
+def test_words_before_are_the_windows_last_words(text, at):
+    assert words_before(text, at) == _words_before_by_findall(text, at)
+
+
+@given(st.text(alphabet=st.sampled_from("ab Z9_ \n.,-ßé्रा@\u0301日")), st.integers(0, 300))
+def test_words_before_match_findall_on_any_text(text, at):
+    at = min(at, len(text))
+    assert words_before(text, at) == _words_before_by_findall(text, at)

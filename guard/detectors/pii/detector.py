@@ -44,6 +44,7 @@ from guard.detectors.pii.runners import (
     Runner,
     Text,
     runner_for,
+    words_before,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 # at debug level: its log never reaches guard's, which logs no content.
 logging.getLogger("presidio-analyzer").setLevel(logging.CRITICAL + 1)
 NAME = "pii"
-CONTEXT_WORDS_BEFORE = 5
 MAX_HOLD = 256  # the most a stream's tail is held back for one value
 CACHE_TEXTS = 4096  # texts whose findings are kept
 CACHE_CHARS = 16 * 1024  # longer texts are always scanned
@@ -303,8 +303,7 @@ def _words(recognizer: EntityRecognizer) -> frozenset[str]:
 
 
 def _boosted(text: str, result: Hit, context: frozenset[str]) -> Hit:
-    before = _WORD.findall(text[max(0, result.start - 120) : result.start])
-    if any(word.casefold() in context for word in before[-CONTEXT_WORDS_BEFORE:]):
+    if not context.isdisjoint(words_before(text, result.start)):
         score = min(1.0, max(result.score + CONTEXT_BOOST, CONTEXT_FLOOR))
         return Hit(result.entity_type, result.start, result.end, score)
     return result

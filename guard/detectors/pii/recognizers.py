@@ -41,7 +41,7 @@ from presidio_analyzer.predefined_recognizers import IbanRecognizer as PresidioI
 from presidio_analyzer.predefined_recognizers.generic import iban_patterns
 
 from guard.detectors.pii.config import RecognizerSpec, Validator
-from guard.detectors.pii.runners import Hit
+from guard.detectors.pii.runners import Hit, words_before
 
 PHONE = "PHONE_NUMBER"
 CARD = "CREDIT_CARD"
@@ -68,7 +68,6 @@ _TOO_SHORT = (
     ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
     ValidationResult.INVALID_LENGTH,
 )
-_WORD = re.compile(r"\w+")
 
 
 class PhoneRecognizer(LocalRecognizer):
@@ -110,6 +109,7 @@ class PhoneRecognizer(LocalRecognizer):
         by_code = {phonenumbers.country_code_for_region(r): r for r in reversed(self.regions)}
         self._dialling = tuple(sorted(by_code.values(), key=self.regions.index))
         self.candidates = regex.compile(_PHONE_CANDIDATE)
+        self._context = frozenset(self.CONTEXT)
         super().__init__(supported_entities=[PHONE], context=list(self.CONTEXT), name=self.NAME)
 
     def load(self) -> None:
@@ -141,8 +141,7 @@ class PhoneRecognizer(LocalRecognizer):
         return results
 
     def _context_before(self, text: str, at: int) -> bool:
-        words = _WORD.findall(text[max(0, at - 120) : at])[-5:]
-        return any(word.casefold() in self.CONTEXT for word in words)
+        return not self._context.isdisjoint(words_before(text, at))
 
     def _valid_number(self, value: str) -> tuple[int, int] | None:
         """Where in ``value`` the number lies, if it is valid in one of the regions

@@ -39,9 +39,22 @@ _SHORT_WINDOW = 256
 # before a match raises its score by this much, to at least the floor.
 CONTEXT_BOOST = 0.35
 CONTEXT_FLOOR = 0.4
+CONTEXT_WORDS = 5  # a context word counts among this many words before a value
+CONTEXT_CHARS = 120  # in this many characters before it
+# The last CONTEXT_WORDS words of a text, matched on the text reversed: a match that
+# stops after them, where ``findall`` would find every word of the window first.
+_LAST_WORDS = re.compile(r"\W*(\w+)" + r"(?:\W+(\w+))?" * (CONTEXT_WORDS - 1))
 _LOCAL_PART = r"[\w!#$%&'*+\-/=?^`{|}~.]*"
 _HOST = r"[\w.\-]*"
 _ADDRESS = r"[\w:.%/]*"  # / : a CIDR prefix length
+
+
+def words_before(text: str, at: int) -> list[str]:
+    """The last ``CONTEXT_WORDS`` words (``re``'s ``\\w+``) among the ``CONTEXT_CHARS``
+    characters before ``at``, casefolded, the nearest first: where Presidio looks for
+    a context word."""
+    found = _LAST_WORDS.match(text[max(0, at - CONTEXT_CHARS) : at][::-1])
+    return [] if found is None else [w[::-1].casefold() for w in found.groups() if w]
 
 
 class Candidates:
