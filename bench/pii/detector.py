@@ -58,30 +58,63 @@ class Timing:
     found: Counter[str]
     call_ms: list[float]  # each call, in order
     repeated: bool  # the same text every call (cache hits), else a new text every call
+    evicted: bool = False  # the CPU's caches evicted before each call (not timed)
 
 
-def time_texts(detector: PiiDetector, name: str, texts: Sequence[str]) -> Timing:
+class Evictor:
+    """Pushes the detector's code and data out of the CPU's caches, as a proxy's own
+    work between two scans does: writes a buffer larger than a core's L2 cache, a cache
+    line at a time, and reads as many Python objects as a busy heap holds."""
+
+    BUFFER_BYTES = 8 * 1024 * 1024
+    LINE_BYTES = 64
+    OBJECTS = 20_000
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(self.BUFFER_BYTES)
+        self._lines = len(range(0, self.BUFFER_BYTES, self.LINE_BYTES))
+        self._objects = [list(range(16)) for _ in range(self.OBJECTS)]
+        self._round = 0
+
+    def __call__(self) -> None:
+        self._round = (self._round + 1) % 256
+        self._buffer[:: self.LINE_BYTES] = bytes([self._round]) * self._lines
+        sum(item[self._round % 16] for item in self._objects)
+
+
+def time_texts(
+    detector: PiiDetector, name: str, texts: Sequence[str], *, evict: bool = False
+) -> Timing:
     """One scan per text, each timed alone, the first ``WARMUP_CALLS`` not counted; GC
     stays on, as in guard, so its pauses are in the tail. Texts that are all different
-    time scans; one text over and over times the detector's cached lookup."""
+    time scans; one text over and over times the detector's cached lookup. With
+    ``evict``, the CPU's caches are evicted before each call (``Evictor``)."""
     if len(texts) <= WARMUP_CALLS:
         raise ValueError(f"{name}: {len(texts)} texts leave none after the warm-up")
-    call_ms = each_ms(lambda text: detector.scan([text]), texts)
+    call_ms = each_ms(
+        lambda text: detector.scan([text]), texts, before=Evictor() if evict else None
+    )
     repeated = len(set(texts)) == 1
     if not repeated and len(set(texts)) != len(texts):
         raise ValueError(f"{name}: texts must be all different or all the same")
-    return Timing(name, len(texts[0]), found(detector, texts[-1]), call_ms, repeated)
+    return Timing(name, len(texts[0]), found(detector, texts[-1]), call_ms, repeated, evict)
 
 
-def each_ms(call: Callable[[str], object], texts: Sequence[str]) -> list[float]:
+def each_ms(
+    call: Callable[[str], object],
+    texts: Sequence[str],
+    before: Callable[[], object] | None = None,
+) -> list[float]:
     """``call`` on each text, each timed alone in ms, after a warm-up on the first
-    ``WARMUP_CALLS`` texts and a collection."""
+    ``WARMUP_CALLS`` texts and a collection; ``before`` runs, untimed, before each."""
     for text in texts[:WARMUP_CALLS]:
         call(text)
     gc.collect()
     clock = time.perf_counter
     out: list[float] = []
     for text in texts[WARMUP_CALLS:]:
+        if before is not None:
+            before()
         started = clock()
         call(text)
         out.append((clock() - started) * 1000)
