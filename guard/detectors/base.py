@@ -78,6 +78,15 @@ class Describes(Protocol):
 
 
 @runtime_checkable
+class Closes(Protocol):
+    """A detector that holds something to let go of when guard stops (a classifier's
+    worker thread). A detector a reload replaces lets go when the last exchange that
+    used it drops it; this is for the ones in force at the stop."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Versioned(Protocol):
     """A detector that can say what produced its findings (model name, revision, licence
     and device) for the audit trail, so that an old decision can be traced to the model

@@ -21,7 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from guard.detectors.base import Describes, Detector, Direction, Incremental, ScanContext, Versioned
+from guard.detectors.base import (
+    Closes,
+    Describes,
+    Detector,
+    Direction,
+    Incremental,
+    ScanContext,
+    Versioned,
+)
 from guard.detectors.runner import DetectorRunner, ScanResult
 from guard.policy.actions import Redactor
 from guard.policy.conditions import Check, ExpressionError, Facts
@@ -77,6 +85,10 @@ class Guardrails(Protocol):
     ) -> tuple[ScanResult, Decision]:
         """Scan, then decide; ``select`` may narrow the scan's findings in between (a
         stream decides only about the text it is about to release)."""
+        ...
+
+    def close(self) -> None:
+        """guard is stopping: the detectors let go of what they hold."""
         ...
 
 
@@ -144,6 +156,9 @@ class FixedGuardrails:
         started = time.perf_counter()
         decision = self._engine.decide(scan, ctx)
         return _timed(scan, started), decision
+
+    def close(self) -> None:
+        _close(self._runner.detectors())
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +299,12 @@ def _holdback(detectors: Sequence[Detector], text: str) -> int | None:
     return max((d.holdback(text) for d in detectors if isinstance(d, Incremental)), default=0)
 
 
+def _close(detectors: Sequence[Detector]) -> None:
+    for detector in detectors:
+        if isinstance(detector, Closes):
+            detector.close()
+
+
 def _info(detectors: Sequence[Detector]) -> dict[str, dict[str, object]]:
     return {d.name: d.describe() if isinstance(d, Describes) else {} for d in detectors}
 
@@ -386,3 +407,6 @@ class Bundle:
         started = time.perf_counter()
         decision = plan.decide(scan, ctx, texts, self._redactor)
         return _timed(scan, started), decision
+
+    def close(self) -> None:
+        _close(list(self.detectors.values()))

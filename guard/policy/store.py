@@ -266,12 +266,14 @@ class PolicyStore:
             self._state.watching = False
 
     async def aclose(self) -> None:
+        """Stop watching, then let the detectors in force go (guard is stopping)."""
         self._stop.set()
         for task in list(self._state.tasks):
             try:
                 await asyncio.wait_for(task, 2.0)
             except TimeoutError:
                 task.cancel()
+        self.current.close()
 
 
 async def _test(

@@ -53,7 +53,8 @@ class MarkerDetector:
 
 class StampDetector:
     """A ``Versioned`` detector: what the audit trail records for it is ``release``,
-    read again for each exchange (a test may change it, as a device fallback would)."""
+    read again for each exchange (a test may change it, as a device fallback would).
+    It ``Closes``, counting how often."""
 
     name = "stamp"
     RELEASE = "stamp-model@rev1 (apache-2.0; cpu)"
@@ -63,12 +64,16 @@ class StampDetector:
             Direction(d) for d in options.get("directions", list(Direction))
         )
         self.release = self.RELEASE
+        self.closed = 0
 
     async def detect(self, texts: Sequence[str], ctx: ScanContext) -> list[Finding]:
         return []
 
     def version(self) -> str:
         return self.release
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 class BrokenDetector:

@@ -6,6 +6,7 @@ policy through the real proxy, streams included."""
 import asyncio
 import gc
 import json
+import threading
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from guard.errors import ConfigError
 from guard.policy.testing import model_card
 from tests.conftest import make_settings
 from tests.fakes.classifiers import detoxify_checkpoint, hf_classifier
+from tests.fakes.guard_server import GuardServer
 from tests.fakes.policies import write_bundle
 from tests.integration.test_audit_events import recorded
 
@@ -243,6 +245,19 @@ def test_the_bundled_policy_refuses_an_abusive_prompt_with_the_built_in_model(gu
     details = httpx.get(f"{server.url}/readyz", timeout=5).json()["detector_details"]
     assert details["toxicity"]["model"] == "alt-profanity-check"
     assert details["toxicity"]["batch"]["texts"] >= 2
+
+
+def test_stopping_guard_stops_the_classifiers_worker(upstream):
+    before = set(threading.enumerate())
+    with GuardServer(make_settings(upstream.base_url)) as server:
+        assert chat(server.url, "How do I kill a process that is stuck?").status_code == 200
+        workers = [
+            t for t in set(threading.enumerate()) - before if t.name.startswith("guard-toxicity")
+        ]
+        assert len(workers) == 1
+        assert workers[0].is_alive()
+    workers[0].join(timeout=5)
+    assert not workers[0].is_alive()
 
 
 FLAG_OUTPUT = """

@@ -248,3 +248,11 @@ def test_detector_versions_name_only_the_detectors_that_say_theirs(tmp_path: Pat
     assert fixed.detector_versions() == {"stamp": "stamp-model@rev2 (apache-2.0; cpu)"}
     alone, _ = bundle(tmp_path / "alone", FLAG_SECRETS)
     assert alone.detector_versions() == {}
+
+
+def test_closing_guardrails_closes_the_detectors_that_hold_something(tmp_path: Path) -> None:
+    rails, made = bundle(tmp_path, FLAG_SECRETS, STAMP_ANY)
+    rails.close()  # the marker detector has nothing to close; the stamp detector has
+    assert made["stamp"].closed == 1
+    FixedGuardrails([made["marker"], made["stamp"]], AllowAll(), 1.0).close()
+    assert made["stamp"].closed == 2
