@@ -300,9 +300,14 @@ def _holdback(detectors: Sequence[Detector], text: str) -> int | None:
 
 
 def _close(detectors: Sequence[Detector]) -> None:
+    """Each that ``Closes``; one that fails to does not keep the rest (or the rest of
+    guard's stop: the audit writer's flush comes after) from closing."""
     for detector in detectors:
         if isinstance(detector, Closes):
-            detector.close()
+            try:
+                detector.close()
+            except Exception as exc:  # noqa: BLE001  # logged, and the stop goes on
+                log.warning("detector %s did not close: %s", detector.name, type(exc).__name__)
 
 
 def _info(detectors: Sequence[Detector]) -> dict[str, dict[str, object]]:

@@ -256,3 +256,19 @@ def test_closing_guardrails_closes_the_detectors_that_hold_something(tmp_path: P
     assert made["stamp"].closed == 1
     FixedGuardrails([made["marker"], made["stamp"]], AllowAll(), 1.0).close()
     assert made["stamp"].closed == 2
+
+
+class _FailsToClose(StampDetector):
+    name = "fails"
+
+    def close(self) -> None:
+        raise RuntimeError("worker stuck")
+
+
+def test_a_detector_that_fails_to_close_does_not_keep_the_others_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, made = bundle(tmp_path, STAMP_ANY)
+    FixedGuardrails([_FailsToClose({}), made["stamp"]], AllowAll(), 1.0).close()
+    assert made["stamp"].closed == 1
+    assert "detector fails did not close: RuntimeError" in caplog.text
