@@ -59,9 +59,11 @@ def create_app(
     and tests may pass their own detector registry, or a fixed policy engine in code
     (which then runs every detector of ``settings.detectors``)."""
     registry = registry or DetectorRegistry.builtin()
-    fixed = None
-    if policy is not None:  # fails the start, not the first request
-        fixed = FixedGuardrails(registry.create(settings.detectors), policy, settings.scan.timeout)
+    fixed: list[FixedGuardrails] = []  # for the first start (see _fixed_guardrails)
+    if policy is not None:  # a detector that cannot be built fails create_app
+        fixed.append(
+            FixedGuardrails(registry.create(settings.detectors), policy, settings.scan.timeout)
+        )
     else:
         for name in settings.detectors:  # a misspelt detector name stops the start
             try:
@@ -79,15 +81,15 @@ def create_app(
             log.warning("audit: disabled (audit.enabled: false); no exchange is recorded")
         audit = recorder or NoAudit()
         models = ModelRegistry(settings.models)
-        if fixed is not None:
-            policies = PolicyStore(fixed)
-        else:
-            try:
+        try:
+            if policy is None:
                 policies = await _open_policies(settings, registry, models, audit)
-            except BaseException:
-                if recorder is not None:  # the start failed: the writer process goes too
-                    await asyncio.shield(recorder.aclose())
-                raise
+            else:
+                policies = await _fixed_guardrails(settings, registry, policy, fixed)
+        except BaseException:
+            if recorder is not None:  # the start failed: the writer process goes too
+                await asyncio.shield(recorder.aclose())
+            raise
         upstreams = UpstreamPool(settings.upstreams)
         vault = open_vault(settings.pseudonyms)
         metrics = _metrics(settings, recorder, policies)
@@ -187,6 +189,21 @@ async def _open_policies(
         for problem in exc.problems:
             log.error("policy: %s", problem)  # noqa: TRY400  # each problem, no traceback
         raise
+
+
+async def _fixed_guardrails(
+    settings: Settings,
+    registry: DetectorRegistry,
+    engine: PolicyEngine,
+    built: list[FixedGuardrails],
+) -> PolicyStore:
+    """An engine in code over every detector of the settings: the guardrails create_app
+    built, at the first start; new ones at every later start of the same app, since a
+    stop closes the detectors in force (PolicyStore.aclose)."""
+    if built:
+        return PolicyStore(built.pop())
+    detectors = await asyncio.to_thread(registry.create, settings.detectors)
+    return PolicyStore(FixedGuardrails(detectors, engine, settings.scan.timeout))
 
 
 def app_factory() -> Litestar:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import uvicorn
+from litestar import Litestar
 
 from guard.app import create_app
 from guard.settings import Settings
@@ -22,9 +23,18 @@ def free_port() -> int:
 
 
 class GuardServer:
-    def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
+    """``app``: an app to serve again (one a server served and stopped), instead of a
+    new one made from ``settings``."""
+
+    def __init__(
+        self, settings: Settings | None = None, *, app: Litestar | None = None, **app_kwargs: Any
+    ) -> None:
+        if app is None:
+            if settings is None:
+                raise TypeError("GuardServer takes settings or an app")
+            app = create_app(settings, **app_kwargs)
         self.port = free_port()
-        self.app = create_app(settings, **app_kwargs)
+        self.app = app
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",

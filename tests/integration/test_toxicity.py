@@ -11,11 +11,13 @@ import threading
 import httpx
 import pytest
 
+from guard.app import create_app
 from guard.detectors.base import Direction, ScanContext
 from guard.detectors.batcher import BatcherBusy
 from guard.detectors.registry import DetectorRegistry
 from guard.detectors.toxicity.backends import TorchClassifier
 from guard.errors import ConfigError
+from guard.policy.engine import AllowAll
 from guard.policy.testing import model_card
 from tests.conftest import make_settings
 from tests.fakes.classifiers import detoxify_checkpoint, hf_classifier
@@ -332,3 +334,27 @@ def test_a_block_rule_on_answers_ends_the_stream_with_content_filter(
     assert finals[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert "Second one follows" not in response.text
     assert response.text.rstrip().endswith("data: [DONE]")
+
+
+def test_an_app_with_an_engine_in_code_starts_again_with_working_classifiers(upstream, models):
+    # An embedder's app (a policy engine in code) served, stopped and served again, as a
+    # test suite that starts one app object in two tests does: the second start must not
+    # inherit the classifier the first stop closed (AllowAll answers 503 to a failed scan).
+    settings = make_settings(
+        upstream.base_url,
+        detectors={"toxicity": {"backend": "transformers", "model": str(models["multi"])}},
+    )
+    app = create_app(settings, policy=AllowAll())
+    workers: list[threading.Thread] = []
+    for _ in range(2):
+        with GuardServer(app=app) as server:
+            assert chat(server.url, "have a nice day").status_code == 200
+            workers += [
+                t
+                for t in threading.enumerate()
+                if t.name.startswith("guard-toxicity") and t not in workers
+            ]
+    assert len(workers) == 2  # one classifier per start, each stopped with it
+    for worker in workers:
+        worker.join(timeout=5)
+    assert not any(worker.is_alive() for worker in workers)
