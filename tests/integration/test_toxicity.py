@@ -6,6 +6,7 @@ policy through the real proxy, streams included."""
 import asyncio
 import gc
 import json
+import multiprocessing
 import threading
 
 import httpx
@@ -358,3 +359,44 @@ def test_an_app_with_an_engine_in_code_starts_again_with_working_classifiers(ups
     for worker in workers:
         worker.join(timeout=5)
     assert not any(worker.is_alive() for worker in workers)
+
+
+def test_a_start_failing_after_the_policies_opened_closes_what_it_opened(
+    upstream, models, tmp_path, monkeypatch
+):
+    # The audit writer (a process and a sender thread) and the classifier's worker thread
+    # are open by the time the later steps of a start run; one of those failing must not
+    # leave them running in a process that embeds guard, or in a test suite.
+    bundle = write_bundle(
+        tmp_path / "policies",
+        {
+            "abuse.yaml": """
+                name: abuse
+                detectors: {toxicity: {}}
+                rules:
+                  - id: abuse.flag
+                    when: {toxicity.insult: {gte: 0.5}}
+                    action: flag
+            """
+        },
+    )
+    settings = make_settings(
+        upstream.base_url,
+        detectors={"toxicity": {"backend": "transformers", "model": str(models["multi"])}},
+        policy={"dir": str(bundle)},
+    )
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("the key store is unreachable")
+
+    monkeypatch.setattr("guard.app._authenticator", refused)
+    threads_before = set(threading.enumerate())
+    children_before = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError, match="did not start"):
+        GuardServer(settings).__enter__()
+    left = [t for t in threading.enumerate() if t not in threads_before]
+    for thread in left:
+        thread.join(timeout=5)
+    assert not [t.name for t in left if t.is_alive() and t.name.startswith("guard-")]
+    children = [p for p in multiprocessing.active_children() if p not in children_before]
+    assert not [p.name for p in children if p.is_alive()]
