@@ -367,19 +367,7 @@ def test_a_start_failing_after_the_policies_opened_closes_what_it_opened(
     # The audit writer (a process and a sender thread) and the classifier's worker thread
     # are open by the time the later steps of a start run; one of those failing must not
     # leave them running in a process that embeds guard, or in a test suite.
-    bundle = write_bundle(
-        tmp_path / "policies",
-        {
-            "abuse.yaml": """
-                name: abuse
-                detectors: {toxicity: {}}
-                rules:
-                  - id: abuse.flag
-                    when: {toxicity.insult: {gte: 0.5}}
-                    action: flag
-            """
-        },
-    )
+    bundle = write_bundle(tmp_path / "policies", {"abuse.yaml": FLAG_OUTPUT})
     settings = make_settings(
         upstream.base_url,
         detectors={"toxicity": {"backend": "transformers", "model": str(models["multi"])}},
