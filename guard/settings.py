@@ -46,6 +46,13 @@ class ServerSettings(Strict):
         description="Seconds a client has to send a request's body once its headers are "
         "in; a slower one gets 408 (a client trickling bytes holds nothing longer).",
     )
+    keep_alive_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=75.0,
+        description="Seconds an idle client connection stays open. Keep it above the idle "
+        "timeout of the clients and load balancers in front (HTTP clients commonly keep 5 s, "
+        "balancers 60 s): one that sends a request on a connection just as guard closes it "
+        "gets a reset, and a POST is not safe to retry.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 

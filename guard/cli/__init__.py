@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,7 +28,7 @@ from guard.cli.scan import scan
 from guard.cli.tenants import keys, tenants
 from guard.registry.cards import ModelCard
 from guard.registry.licences import CatalogueLicence, catalogue
-from guard.settings import ENV_PREFIX, Settings
+from guard.settings import ENV_PREFIX, ServerSettings, Settings
 
 
 @click.group()
@@ -60,16 +61,25 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
     uvicorn.run(
         "guard.app:app_factory",
         factory=True,
-        host=server.host,
-        port=server.port,
         workers=server.workers,
         loop="uvloop",
-        http="httptools",
-        log_level=server.log_level,
-        access_log=server.access_log,
-        server_header=False,
-        timeout_graceful_shutdown=30,
+        **server_options(server),
     )
+
+
+def server_options(server: ServerSettings) -> dict[str, Any]:
+    """How uvicorn serves guard, from ``server`` settings: for ``guard serve`` and for
+    anything else that serves guard's app."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "http": "httptools",
+        "log_level": server.log_level,
+        "access_log": server.access_log,
+        "server_header": False,
+        "timeout_keep_alive": server.keep_alive_timeout,
+        "timeout_graceful_shutdown": 30,
+    }
 
 
 @main.group()

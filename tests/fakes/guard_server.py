@@ -13,7 +13,8 @@ import uvicorn
 from litestar import Litestar
 
 from guard.app import create_app
-from guard.settings import Settings
+from guard.cli import server_options
+from guard.settings import ServerSettings, Settings
 
 
 def free_port() -> int:
@@ -35,17 +36,10 @@ class GuardServer:
             app = create_app(settings, **app_kwargs)
         self.port = free_port()
         self.app = app
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            loop="asyncio",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            lifespan="on",
-        )
+        # Served as `guard serve` serves it, but on a free loopback port, quietly.
+        options = server_options(settings.server if settings is not None else ServerSettings())
+        options.update(host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(self.app, loop="asyncio", lifespan="on", **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
